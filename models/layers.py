@@ -1,0 +1,107 @@
+"""Building blocks shared by the recurrent models.
+
+Every model is written once and built in two modes: 'clip' (a whole clip, used for
+training, evaluation and clip export) and 'stream' (one hop with explicit state, used for
+streaming export). Both modes create layers with the same names, so weights move between
+them with copy_weights().
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from pipeline.features import LogMel, SpecAugment
+from pipeline.params import FrontEnd
+
+CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+
+
+def state_names(cell: str, index: int) -> list[str]:
+    return [f"h{index}", f"c{index}"] if cell == "lstm" else [f"h{index}"]
+
+
+class Graph:
+    """Inputs, features and the extra state outputs of one model build."""
+
+    def __init__(self, fe: FrontEnd, mode: str, batch_size: int | None):
+        self.fe, self.mode = fe, mode
+        self.state_inputs: list[keras.KerasTensor] = []
+        self.state_outputs: list[keras.KerasTensor] = []
+        if mode == "clip":
+            self.audio = keras.Input((fe.clip_samples,), batch_size=batch_size, name="audio")
+            self.inputs = [self.audio]
+            x = LogMel(fe.to_dict(), causal=True, name="logmel")(self.audio)
+        else:
+            b = batch_size or 1
+            self.audio = keras.Input((fe.step_samples,), batch_size=b, name="audio")
+            context = keras.Input((fe.context_samples,), batch_size=b, name="audio_state")
+            self.inputs = [self.audio, context]
+            joined = layers.Concatenate(axis=1, name="join_audio")([context, self.audio])
+            self.state_outputs.append(layers.Lambda(
+                lambda a: a[:, -fe.context_samples:], name="next_audio_state")(joined))
+            x = LogMel(fe.to_dict(), causal=False, name="logmel")(joined)
+        self.features = x
+
+    def state_input(self, name: str, units: int) -> keras.KerasTensor:
+        t = keras.Input((units,), batch_size=self.audio.shape[0], name=f"{name}_state")
+        self.inputs.append(t)
+        return t
+
+    def model(self, probs, name: str) -> keras.Model:
+        if self.mode == "clip":
+            return keras.Model(self.inputs, probs, name=name)
+        return keras.Model(self.inputs, [probs, *self.state_outputs], name=name)
+
+
+def normalized_steps(g: Graph, spec_augment: dict | None) -> keras.KerasTensor:
+    """Standardise features (statistics adapted on training data), mask, stack into steps."""
+    fe = g.fe
+    x = layers.Normalization(axis=-1, name="feature_norm")(g.features)
+    if spec_augment and g.mode == "clip":
+        x = SpecAugment(**spec_augment, name="spec_augment")(x)
+    steps = fe.n_steps if g.mode == "clip" else 1
+    return layers.Reshape((steps, fe.stack * fe.n_features), name="stack_frames")(x)
+
+
+def recurrent_stack(g: Graph, x, cell: str, units: list[int], dropout: float,
+                    bidirectional: bool) -> keras.KerasTensor:
+    """Stacked recurrent layers; the top layer's last step feeds the head."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+    if bidirectional and g.mode == "stream":
+        raise ValueError("a bidirectional model needs the whole clip and cannot stream")
+    for i, n in enumerate(units):
+        last = i == len(units) - 1
+        if g.mode == "clip":
+            layer = CELLS[cell](n, return_sequences=not last, name=f"{cell}{i}")
+            if bidirectional:
+                layer = layers.Bidirectional(layer, name=f"bi{cell}{i}")
+            x = layer(x)
+        else:
+            layer = CELLS[cell](n, return_sequences=True, return_state=True, unroll=True,
+                                name=f"{cell}{i}")
+            states = [g.state_input(s, n) for s in state_names(cell, i)]
+            out = layer(x, initial_state=states if len(states) > 1 else states[0])
+            x, new_states = out[0], out[1:]
+            g.state_outputs.extend(layers.Identity(name=f"next_{s}_state")(t)
+                                   for s, t in zip(state_names(cell, i), new_states))
+            if last:
+                x = layers.Reshape((n,), name="last_step")(x)
+        if dropout and not last:
+            x = layers.Dropout(dropout, name=f"dropout{i}")(x)
+    return x
+
+
+def classifier_head(x, n_classes: int, dense_units: int, dropout: float):
+    if dropout:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    if dense_units:
+        x = layers.Dense(dense_units, activation="relu", name="head_dense")(x)
+    return layers.Dense(n_classes, activation="softmax", name="probs")(x)
+
+
+def copy_weights(src: keras.Model, dst: keras.Model) -> None:
+    """Copy weights layer by layer by name (clip model -> stream model or fixed-batch copy)."""
+    for layer in dst.layers:
+        if layer.weights:
+            layer.set_weights(src.get_layer(layer.name).get_weights())

@@ -1,0 +1,49 @@
+"""Waveform augmentation inside tf.data, with stateless random ops so runs repeat.
+
+SpecAugment lives in the model (pipeline/features.py) because it acts on features.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from pipeline.params import FrontEnd
+
+
+def _uniform(seed, salt: int, low=0.0, high=1.0):
+    return tf.random.stateless_uniform([], seed=seed + [0, salt], minval=low, maxval=high)
+
+
+def noise_crop(noise: tf.Tensor, fe: FrontEnd, seed) -> tf.Tensor:
+    """A random clip-length cut of a random background-noise file."""
+    which = tf.random.stateless_uniform([], seed=seed + [0, 1], maxval=tf.shape(noise)[0],
+                                        dtype=tf.int32)
+    start = tf.random.stateless_uniform([], seed=seed + [0, 2],
+                                        maxval=tf.shape(noise)[1] - fe.clip_samples + 1,
+                                        dtype=tf.int32)
+    return noise[which, start:start + fe.clip_samples]
+
+
+def make_silence(noise, fe: FrontEnd, volume: float, seed) -> tf.Tensor:
+    if noise.shape[0] == 0:
+        return tf.zeros([fe.clip_samples])
+    return noise_crop(noise, fe, seed) * _uniform(seed, 3, 0.0, volume)
+
+
+def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor:
+    """Time shift, gain and background-noise mixing for one training clip."""
+    n = fe.clip_samples
+    max_shift = int(cfg["time_shift_ms"] * fe.sample_rate / 1000)
+    if max_shift:
+        shift = tf.random.stateless_uniform([], seed=seed + [0, 4], minval=-max_shift,
+                                            maxval=max_shift + 1, dtype=tf.int32)
+        padded = tf.pad(wave, [[max_shift, max_shift]])
+        wave = padded[max_shift - shift:max_shift - shift + n]
+    if cfg["gain_db"]:
+        wave = wave * 10 ** (_uniform(seed, 5, -cfg["gain_db"], cfg["gain_db"]) / 20)
+    if noise.shape[0]:
+        mixed = wave + noise_crop(noise, fe, seed + [0, 6]) * _uniform(seed, 7, 0.0,
+                                                                     cfg["noise_volume"])
+        add = _uniform(seed, 8) < cfg["noise_prob"]
+        wave = tf.where(add, mixed, wave)
+        wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_volume"], seed), wave)
+    return tf.clip_by_value(wave, -1.0, 1.0)

@@ -1,0 +1,141 @@
+"""YAML configs: defaults, validation and command-line overrides.
+
+Every key a config may hold appears in DEFAULTS; anything else, or a value of the wrong
+type, is an error before any work starts.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.params import FrontEnd
+
+COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "data": {
+        # For a Speech Commands layout: the command words; other words become _unknown_.
+        # null means every folder is its own class (custom word lists).
+        "words": COMMANDS,
+        "silence_fraction": 0.1,   # _silence_ examples, as a fraction of the training set
+        "unknown_fraction": 0.1,   # _unknown_ examples, as a fraction of the training set
+        "validation_percent": 10,  # hash split used when list files are missing
+        "testing_percent": 10,
+    },
+    "front_end": FrontEnd().to_dict(),
+    "model": {
+        "name": "gru",
+        "units": [128, 128],
+        "dropout": 0.1,
+        "dense_units": 0,
+        "bidirectional": False,
+        "conv": None,              # e.g. {filters: [16], kernel: 5, stride: 2} (crnn)
+    },
+    "augment": {
+        "noise_prob": 0.8,         # chance a training clip gets background noise mixed in
+        "noise_volume": 0.1,       # peak noise gain, drawn uniformly in [0, noise_volume]
+        "silence_volume": 1.0,     # peak gain of the noise that makes _silence_ clips
+        "time_shift_ms": 100.0,    # random shift in [-x, x]
+        "gain_db": 6.0,            # random gain in [-x, x] dB
+        "spec_augment": None,      # e.g. {time_masks: 2, time_width: 10, freq_masks: 2, freq_width: 5}
+    },
+    "train": {
+        "epochs": 40,
+        "batch_size": 64,
+        "learning_rate": 0.002,
+        "schedule": "cosine",      # cosine | constant
+        "warmup_epochs": 1,
+        "label_smoothing": 0.0,
+        "weight_decay": 0.0,
+        "patience": 10,            # early stopping on validation accuracy
+    },
+}
+
+# Keys whose value may be null or a mapping/number instead of the default's type.
+_FREE = {("data", "words"), ("model", "conv"), ("augment", "spec_augment")}
+_CHOICES = {("train", "schedule"): {"cosine", "constant"}}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(value: Any, default: Any, path: tuple[str, ...]) -> Any:
+    where = ".".join(path)
+    if isinstance(default, dict) and path not in _FREE:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        unknown = set(value) - set(default)
+        if unknown:
+            raise ConfigError(f"unknown config key: {where + '.' if where else ''}{sorted(unknown)[0]}"
+                              f" (known: {', '.join(sorted(default))})")
+        return {k: _check(value.get(k, v), v, path + (k,)) for k, v in default.items()}
+    if path in _FREE or value is None and default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and isinstance(default, int) and not isinstance(default, bool) and value != int(value):
+            ok = False
+        if ok and value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        if ok:
+            value = type(default)(value)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    if path in _CHOICES and value not in _CHOICES[path]:
+        raise ConfigError(f"{where}: must be one of {sorted(_CHOICES[path])}, got {value!r}")
+    return value
+
+
+def _set(tree: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {k} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """Defaults <- YAML file <- key=value overrides, then validated."""
+    user: dict = {}
+    if path:
+        try:
+            user = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+        if not isinstance(user, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        _set(user, key.strip(), raw)
+    cfg = _check(_merge(DEFAULTS, user), DEFAULTS, ())
+    try:
+        FrontEnd.from_dict(cfg["front_end"])
+    except ValueError as exc:
+        raise ConfigError(f"front_end: {exc}") from None
+    if not cfg["model"]["units"] or not all(isinstance(u, int) and u > 0 for u in cfg["model"]["units"]):
+        raise ConfigError(f"model.units: expected a list of positive integers, got {cfg['model']['units']!r}")
+    if cfg["data"]["silence_fraction"] >= 1 or cfg["data"]["unknown_fraction"] >= 1:
+        raise ConfigError("data.silence_fraction and data.unknown_fraction must be below 1")
+    return cfg

@@ -1,0 +1,184 @@
+"""Training and evaluation data: every source becomes (waveform, label index) pairs.
+
+Sources, picked from the path:
+  * a folder in the Speech Commands training-archive layout (word folders,
+    _background_noise_/, optional validation_list.txt / testing_list.txt);
+  * the canonical 12-class test layout (word folders plus _silence_ and _unknown_);
+  * any folder-per-label collection of audio (labels are folder names);
+  * "tfds:speech_commands[@DATA_DIR]" through tensorflow-datasets (pipeline/tfds_source.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import AudioError, fit_to_length, load_audio
+from pipeline.params import FrontEnd
+
+SILENCE, UNKNOWN, NOISE_DIR = "_silence_", "_unknown_", "_background_noise_"
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+SPLITS = ("train", "validation", "test")
+_MAX_WAVS = 2**27 - 1
+
+
+def hash_split(filename: str, validation_percent: float, testing_percent: float) -> str:
+    """The Speech Commands recipe: SHA-1 of the name up to _nohash_, so a speaker never
+    crosses splits and a file keeps its split as the dataset grows."""
+    speaker = re.sub(r"_nohash_.*$", "", Path(filename).name)
+    h = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
+    pct = (h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS)
+    if pct < validation_percent:
+        return "validation"
+    if pct < validation_percent + testing_percent:
+        return "test"
+    return "train"
+
+
+@dataclass
+class Dataset:
+    """File lists per split; path '' stands for a _silence_ clip cut from the noise."""
+
+    labels: list[str]
+    layout: str
+    splits: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    noise_files: list[Path] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+
+def audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS
+                  and p.is_file())
+
+
+def detect_layout(root: Path) -> str:
+    names = {p.name for p in root.iterdir() if p.is_dir()}
+    if SILENCE in names and UNKNOWN in names:
+        return "speech_commands_test"
+    if NOISE_DIR in names or (root / "validation_list.txt").exists() \
+            or (root / "testing_list.txt").exists():
+        return "speech_commands"
+    return "folders"
+
+
+def _read_list(path: Path) -> set[str]:
+    return {l.strip() for l in path.read_text().splitlines() if l.strip()} if path.exists() else set()
+
+
+def _label_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name != NOISE_DIR)
+
+
+def _split_of(root: Path, f: Path, lists: dict[str, set[str]], cfg: dict, seed: int) -> str:
+    rel = f.relative_to(root).as_posix()
+    if lists["validation"] or lists["test"]:
+        return next((s for s in ("validation", "test") if rel in lists[s]), "train")
+    if "_nohash_" in f.name:
+        return hash_split(f.name, cfg["validation_percent"], cfg["testing_percent"])
+    pct = int(hashlib.sha1(f"{seed}:{rel}".encode()).hexdigest(), 16) % 10000 / 100
+    return hash_split_from_pct(pct, cfg)
+
+
+def hash_split_from_pct(pct: float, cfg: dict) -> str:
+    if pct < cfg["validation_percent"]:
+        return "validation"
+    if pct < cfg["validation_percent"] + cfg["testing_percent"]:
+        return "test"
+    return "train"
+
+
+def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,
+                 labels: list[str] | None = None) -> Dataset:
+    """Lists the examples of a local source. labels fixes the label order (evaluation)."""
+    root = Path(source)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{source}: data folder not found")
+    layout = detect_layout(root)
+    if layout == "speech_commands_test":
+        return _test_layout(root, labels)
+    words = data_cfg["words"] if layout == "speech_commands" else None
+    folders = _label_folders(root)
+    if not folders:
+        raise ValueError(f"{root}: no label folders with audio")
+    lists = {"validation": _read_list(root / "validation_list.txt"),
+             "test": _read_list(root / "testing_list.txt")}
+    noise = audio_files(root / NOISE_DIR) if (root / NOISE_DIR).is_dir() else []
+    if words is None:
+        names = labels or [p.name for p in folders]
+        ds = Dataset(list(names), layout, {s: [] for s in SPLITS}, noise)
+        index = {n: i for i, n in enumerate(ds.labels)}
+        for folder in folders:
+            if folder.name not in index:
+                raise ValueError(f"{folder}: folder is not one of the model's labels")
+            for f in audio_files(folder):
+                ds.splits[_split_of(root, f, lists, data_cfg, seed)].append(
+                    (str(f), index[folder.name]))
+        return ds
+
+    ds = Dataset(labels or [SILENCE, UNKNOWN, *words], layout, {}, noise)
+    index = {n: i for i, n in enumerate(ds.labels)}
+    missing = [w for w in words if not (root / w).is_dir()]
+    if missing:
+        raise ValueError(f"{root}: no folder for the word(s) {', '.join(missing)}")
+    known, unknown = ({s: [] for s in SPLITS} for _ in range(2))
+    for folder in folders:
+        for f in audio_files(folder):
+            split = _split_of(root, f, lists, data_cfg, seed)
+            if folder.name in index:
+                known[split].append((str(f), index[folder.name]))
+            else:
+                unknown[split].append((str(f), index[UNKNOWN]))
+    rng = random.Random(seed)
+    fs, fu = data_cfg["silence_fraction"], data_cfg["unknown_fraction"]
+    for split in SPLITS:
+        n_known = len(known[split])
+        total = n_known / max(1e-9, 1 - fs - fu)
+        pool = sorted(unknown[split])
+        rng.shuffle(pool)
+        n_silence = math.ceil(total * fs) if noise else 0
+        ds.splits[split] = (known[split] + pool[:math.ceil(total * fu)]
+                            + [("", index[SILENCE])] * n_silence)
+    return ds
+
+
+def _test_layout(root: Path, labels: list[str] | None) -> Dataset:
+    folders = _label_folders(root)
+    names = labels or [SILENCE, UNKNOWN] + [p.name for p in folders
+                                             if p.name not in (SILENCE, UNKNOWN)]
+    index = {n: i for i, n in enumerate(names)}
+    test = []
+    for folder in folders:
+        if folder.name not in index:
+            raise ValueError(f"{folder}: folder is not one of the model's labels")
+        test += [(str(f), index[folder.name]) for f in audio_files(folder)]
+    return Dataset(list(names), "speech_commands_test", {"train": [], "validation": [],
+                                                          "test": test}, [])
+
+
+def load_noise(files: list[Path], fe: FrontEnd) -> np.ndarray:
+    """Background noise as one [n_files, shortest_length] float32 array (at least one clip)."""
+    clips = []
+    for f in files:
+        try:
+            clips.append(load_audio(f, fe.sample_rate))
+        except AudioError as exc:
+            print(f"warning: skipping noise file {exc}")
+    if not clips:
+        return np.zeros((0, fe.clip_samples), np.float32)
+    n = max(fe.clip_samples, min(len(c) for c in clips))
+    return np.stack([fit_to_length(c, n) if len(c) < n else c[:n] for c in clips])
+
+
+def load_clip(path: str, fe: FrontEnd) -> np.ndarray:
+    """One training example at the model's rate and length; '' gives zeros (silence)."""
+    if not path:
+        return np.zeros(fe.clip_samples, np.float32)
+    return fit_to_length(load_audio(path, fe.sample_rate), fe.clip_samples)

@@ -1,0 +1,157 @@
+"""Training: config + data source -> RUN_DIR with model.keras, labels, config, metrics, plots.
+
+A run killed at any point resumes from its last finished epoch when started again with
+the same RUN_DIR (Keras BackupAndRestore); model.keras always holds the best epoch so far.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from models import build_model
+from pipeline.config import ConfigError, load_config
+from pipeline.data import SILENCE
+from pipeline.evaluate import format_report, plot_confusion, plot_history, report
+from pipeline.inputs import eval_batches, training_batches
+from pipeline.io_utils import atomic_write, atomic_write_text
+from pipeline.params import FrontEnd, save_model_info
+from pipeline.sources import open_source
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves model.keras atomically whenever validation accuracy improves."""
+
+    def __init__(self, path: Path, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.path, self.monitor, self.best = Path(path), monitor, -np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best = value
+            atomic_write(self.path, lambda tmp: self.model.save(tmp))
+
+
+def lr_schedule(cfg: dict, steps_per_epoch: int):
+    t = cfg["train"]
+    if t["schedule"] == "constant":
+        return t["learning_rate"]
+    total = max(1, t["epochs"] * steps_per_epoch)
+    warmup = min(total - 1, int(t["warmup_epochs"] * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else t["learning_rate"], total - warmup, alpha=0.02,
+        warmup_target=t["learning_rate"] if warmup else None, warmup_steps=warmup)
+
+
+def _one_hot(n):
+    def f(x, y):
+        return x, tf.one_hot(y, n)
+    return f
+
+
+def predict(model: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
+    y_true, probs = [], []
+    for x, y in batches:
+        probs.append(model(x, training=False).numpy())
+        y_true.append(y.numpy())
+    return np.concatenate(y_true), np.concatenate(probs)
+
+
+def _resolved_config(run_dir: Path, cfg: dict, source: str) -> dict:
+    """Refuse to resume a RUN_DIR that was started with a different config or data."""
+    saved_path = run_dir / "config.yaml"
+    wanted = {**cfg, "source": str(source)}
+    if saved_path.exists():
+        saved = yaml.safe_load(saved_path.read_text())
+        if saved != wanted:
+            raise ConfigError(f"{run_dir} holds a run with a different config or data; "
+                              "use a new --out or the same settings to resume")
+    return wanted
+
+
+def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = _resolved_config(run_dir, cfg, source)
+    if (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists():
+        if verbose:
+            print(f"{run_dir}: training already finished; metrics.json holds its scores")
+        return json.loads((run_dir / "metrics.json").read_text())
+    keras.utils.set_random_seed(cfg["seed"])
+    fe = FrontEnd.from_dict(cfg["front_end"])
+    data = open_source(source, cfg["data"], fe, cfg["seed"])
+    if not data.count("train") or not data.count("validation"):
+        raise ValueError(f"{source}: need training and validation examples, got {data.counts()}")
+    labels = data.labels
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    save_model_info(run_dir, fe, labels)
+
+    silence = labels.index(SILENCE) if SILENCE in labels else -1
+    noise = data.noise
+    t = cfg["train"]
+    train_ds = training_batches(data.waves("train"), data.count("train"), fe, noise,
+                                cfg["augment"], silence, t["batch_size"], cfg["seed"])
+    def evaluation(split):
+        return eval_batches(data.waves(split), fe, noise, cfg["augment"]["silence_volume"],
+                            silence, t["batch_size"], cfg["seed"] + 1)
+    val_ds = evaluation("validation")
+
+    m = cfg["model"]
+    options = {k: v for k, v in m.items() if k != "name"}
+    options["units"] = tuple(options["units"])
+    options["spec_augment"] = cfg["augment"]["spec_augment"]
+    model = build_model(m["name"], fe, len(labels), **options)
+    norm = model.get_layer("feature_norm")
+    logmel = model.get_layer("logmel")
+    norm.adapt(train_ds.take(20).map(lambda x, y: logmel(x)))
+
+    steps = -(-data.count("train") // t["batch_size"])
+    opt_cls = keras.optimizers.AdamW if t["weight_decay"] else keras.optimizers.Adam
+    opt_kw = {"weight_decay": t["weight_decay"]} if t["weight_decay"] else {}
+    model.compile(optimizer=opt_cls(lr_schedule(cfg, steps), **opt_kw),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=t["label_smoothing"]),
+                  metrics=["accuracy"])
+    if verbose:
+        model.summary()
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        BestCheckpoint(run_dir / "model.keras"),
+        keras.callbacks.EarlyStopping("val_accuracy", patience=t["patience"], mode="max"),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+    ]
+    start = time.time()
+    one_hot = _one_hot(len(labels))
+    model.fit(train_ds.map(one_hot), validation_data=val_ds.map(one_hot), epochs=t["epochs"],
+              callbacks=callbacks, verbose=verbose)
+    train_seconds = time.time() - start
+
+    best = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    metrics = {"parameters": int(best.count_params()), "train_seconds": round(train_seconds, 1),
+               "epochs_run": _epochs_run(run_dir / "history.csv"), "counts": data.counts()}
+    for split in ("validation", "test"):
+        if data.count(split):
+            y, p = predict(best, evaluation(split))
+            rep = report(y, p.argmax(1), labels)
+            metrics[split] = {k: rep[k] for k in ("accuracy", "n", "per_class")}
+            if verbose:
+                print(f"\n{split}:\n{format_report(rep, labels)}")
+            plot_confusion(rep["confusion"], labels, run_dir / f"confusion_{split}.png",
+                           f"{split} accuracy {rep['accuracy']:.3f}")
+    plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _epochs_run(history_csv: Path) -> int:
+    return max(0, len(history_csv.read_text().splitlines()) - 1) if history_csv.exists() else 0
+
+
+def run(config_path: str | None, source: str, run_dir: str, overrides: list[str]) -> dict:
+    return train(load_config(config_path, overrides), source, run_dir)
