@@ -32,4 +32,13 @@ def build_model(name: str, front_end: FrontEnd, n_classes: int, mode: str = "cli
     return _REGISTRY[name](front_end, n_classes, mode=mode, batch_size=batch_size, **options)
 
 
+def build_from_config(cfg: dict, front_end: FrontEnd, n_classes: int, mode: str = "clip",
+                      batch_size: int | None = None) -> keras.Model:
+    """The model a resolved training config describes (its model section plus SpecAugment)."""
+    options = {k: v for k, v in cfg["model"].items() if k != "name"}
+    options["units"] = tuple(options["units"])
+    options["spec_augment"] = cfg["augment"]["spec_augment"]
+    return build_model(cfg["model"]["name"], front_end, n_classes, mode, batch_size, **options)
+
+
 from models import crnn, rnn  # noqa: E402,F401  (registration side effects)

@@ -91,3 +91,60 @@ def plot_history(history_csv: Path, path: Path) -> None:
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
+def evaluate(model_path: str | Path, data: str, split: str | None = None,
+             plot: Path | None = None) -> tuple[dict, list[str]]:
+    """Score a trained model (run dir, .keras or .tflite) on a data source.
+
+    split defaults to 'test' for a Speech Commands archive folder and to every clip for
+    the test layout or a folder-per-label set."""
+    from pipeline.config import load_config
+    from pipeline.data import SILENCE
+    from pipeline.inputs import eval_batches
+    from pipeline.sources import open_source
+
+    path = Path(model_path)
+    if path.suffix == ".tflite":
+        from pipeline.runtime import ClipModel
+
+        clip = ClipModel(path)
+        fe, labels, predict_batch = clip.front_end, clip.labels, clip.predict
+        cfg = load_config(None, [])
+        run_cfg = path.parent / "config.yaml"
+        if run_cfg.exists():
+            cfg = _stored_config(run_cfg)
+    else:
+        from pipeline.runs import load_run, run_config
+
+        model, fe, labels = load_run(path)
+        cfg = run_config(path)
+
+        def predict_batch(x):
+            return model(x, training=False).numpy()
+    source = open_source(data, cfg["data"], fe, cfg["seed"], labels=labels)
+    if split is None:
+        splits = ["test"] if source.count("test") and source.count("train") and \
+            getattr(getattr(source, "dataset", None), "layout", "") == "speech_commands" \
+            else [s for s in ("train", "validation", "test") if source.count(s)]
+    else:
+        splits = [split]
+    y_true, y_pred = [], []
+    silence = labels.index(SILENCE) if SILENCE in labels else -1
+    for s in splits:
+        for x, y in eval_batches(source.waves(s), fe, source.noise,
+                                 cfg["augment"]["silence_volume"], silence, 64, cfg["seed"] + 1):
+            y_pred.append(predict_batch(x.numpy()).argmax(1))
+            y_true.append(y.numpy())
+    if not y_true:
+        raise ValueError(f"{data}: no clips to evaluate")
+    rep = report(np.concatenate(y_true), np.concatenate(y_pred), labels)
+    if plot:
+        plot_confusion(rep["confusion"], labels, plot, f"{path.name}: accuracy {rep['accuracy']:.3f}")
+    return rep, labels
+
+
+def _stored_config(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())

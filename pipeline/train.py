@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
-from models import build_model
+from models import build_from_config
 from pipeline.config import ConfigError, load_config
 from pipeline.data import SILENCE
 from pipeline.evaluate import format_report, plot_confusion, plot_history, report
@@ -102,11 +102,7 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
                             silence, t["batch_size"], cfg["seed"] + 1)
     val_ds = evaluation("validation")
 
-    m = cfg["model"]
-    options = {k: v for k, v in m.items() if k != "name"}
-    options["units"] = tuple(options["units"])
-    options["spec_augment"] = cfg["augment"]["spec_augment"]
-    model = build_model(m["name"], fe, len(labels), **options)
+    model = build_from_config(cfg, fe, len(labels))
     norm = model.get_layer("feature_norm")
     logmel = model.get_layer("logmel")
     norm.adapt(train_ds.take(20).map(lambda x, y: logmel(x)))
