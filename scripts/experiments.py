@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Train a list of recipes and score each on a test folder, one table row per recipe.
+
+  python scripts/experiments.py --data TRAIN_DIR --test TEST_DIR --out RUNS_DIR \
+      --results docs/experiments.jsonl NAME="key=value key=value" ...
+
+Each NAME=... argument is one recipe: overrides on top of --config. A recipe whose run
+directory already has metrics.json is scored again without retraining, so an
+interrupted sweep resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--test", required=True, help="folder scored with scripts/evaluate.py")
+    parser.add_argument("--out", required=True, help="parent folder of the run directories")
+    parser.add_argument("--results", required=True, help="JSONL file, one row per recipe")
+    parser.add_argument("recipes", nargs="+", metavar='NAME="k=v ..."')
+    args = parser.parse_args(argv)
+
+    from pipeline.config import load_config
+    from pipeline.evaluate import evaluate
+    from pipeline.train import train
+
+    for recipe in args.recipes:
+        name, _, over = recipe.partition("=")
+        overrides = shlex.split(over)
+        cfg = load_config(args.config, overrides)
+        run = Path(args.out) / name
+        start = time.time()
+        metrics = train(cfg, args.data, run, verbose=2)
+        rep, _ = evaluate(run, args.test)
+        row = {"name": name, "overrides": overrides, "parameters": metrics["parameters"],
+               "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
+               "val_accuracy": round(metrics["validation"]["accuracy"], 4),
+               "test_accuracy": round(rep["accuracy"], 4), "n_test": rep["n"],
+               "wall_seconds": round(time.time() - start, 1)}
+        print(json.dumps(row), flush=True)
+        with open(args.results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.config import load_config
+from pipeline.data import (SILENCE, UNKNOWN, detect_layout, hash_split, load_clip,
+                           load_dataset)
+from pipeline.params import FrontEnd
+
+CFG = load_config()["data"]
+
+
+def _speaker(path: str) -> str:
+    return Path(path).name.split("_nohash_")[0]
+
+
+def test_archive_layout_gives_the_twelve_class_task(demo_data):
+    ds = load_dataset(demo_data, CFG)
+    assert ds.layout == "speech_commands"
+    assert ds.labels == [SILENCE, UNKNOWN, *CFG["words"]]
+    counts = {s: Counter(l for _, l in ex) for s, ex in ds.splits.items()}
+    # 8 training clips per command word; silence and unknown about 10% of the split each
+    assert all(counts["train"][i] == 8 for i in range(2, 12))
+    n = sum(counts["train"].values())
+    assert abs(counts["train"][0] / n - 0.1) < 0.02 and abs(counts["train"][1] / n - 0.1) < 0.02
+    listed = set((demo_data / "testing_list.txt").read_text().split())
+    assert {Path(p).relative_to(demo_data).as_posix() for p, l in ds.splits["test"]
+            if p and l != 1} <= listed
+    assert len(ds.noise_files) == 6
+
+
+def test_fractions_are_configurable(demo_data):
+    ds = load_dataset(demo_data, {**CFG, "silence_fraction": 0.0, "unknown_fraction": 0.2})
+    labels = Counter(l for _, l in ds.splits["train"])
+    assert labels[0] == 0 and labels[1] > 0
+
+
+def test_without_list_files_speakers_never_cross_splits(demo_data, tmp_path):
+    """No list files: the SHA-1 recipe on the speaker prefix decides, per speaker."""
+    root = tmp_path / "sc"
+    shutil.copytree(demo_data / "_background_noise_", root / "_background_noise_")
+    clip = next((demo_data / "yes").glob("*.wav"))
+    for word in ("yes", "no", "cat"):
+        (root / word).mkdir(parents=True)
+        for speaker in range(60):
+            for take in range(2):
+                shutil.copy(clip, root / word / f"{speaker * 7919:08x}_nohash_{take}.wav")
+    ds = load_dataset(root, {**CFG, "words": ["yes", "no"]})
+    speakers = {s: {_speaker(p) for p, _ in ex if p} for s, ex in ds.splits.items()}
+    assert speakers["train"] and speakers["validation"] and speakers["test"]
+    assert not speakers["train"] & speakers["validation"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["validation"] & speakers["test"]
+    for split, examples in ds.splits.items():
+        for p, _ in examples:
+            if p:
+                assert hash_split(p, 10, 10) == split
+
+
+def test_hash_split_follows_the_speaker_prefix():
+    a = hash_split("yes/0a7c2a8d_nohash_0.wav", 10, 10)
+    assert a == hash_split("no/0a7c2a8d_nohash_4.wav", 10, 10)
+    splits = Counter(hash_split(f"{i:08x}_nohash_0.wav", 10, 10) for i in range(4000))
+    assert 0.07 < splits["validation"] / 4000 < 0.13 and 0.07 < splits["test"] / 4000 < 0.13
+
+
+def test_canonical_test_layout(demo_data, tmp_path):
+    root = tmp_path / "test_layout"
+    for word in ("yes", "no", SILENCE, UNKNOWN):
+        (root / word).mkdir(parents=True)
+    for f in sorted((demo_data / "yes").glob("*.wav"))[:3]:
+        shutil.copy(f, root / "yes" / f"yes_{f.name}")
+    shutil.copy(next((demo_data / "cat").glob("*.wav")), root / UNKNOWN / "cat_x_nohash_0.wav")
+    noise, sr = sf.read(demo_data / "_background_noise_" / "white_noise.wav")
+    sf.write(root / SILENCE / "noise_0.wav", noise[:sr], sr)
+    assert detect_layout(root) == "speech_commands_test"
+    labels = [SILENCE, UNKNOWN, *CFG["words"]]
+    ds = load_dataset(root, CFG, labels=labels)
+    assert Counter(labels[l] for _, l in ds.splits["test"]) == {"yes": 3, UNKNOWN: 1, SILENCE: 1}
+
+
+def test_folder_per_label_takes_any_audio(tmp_path):
+    """Custom words: any rate, channel count, sample format and length."""
+    rng = np.random.default_rng(0)
+    formats = [(8000, 2, "PCM_16", 0.6, ".wav"), (44100, 1, "PCM_24", 2.5, ".wav"),
+               (48000, 1, "FLOAT", 1.0, ".wav"), (22050, 1, "PCM_16", 0.8, ".flac")]
+    for word in ("lights", "music"):
+        for i, (sr, ch, subtype, seconds, ext) in enumerate(formats * 3):
+            shape = (int(sr * seconds), ch) if ch > 1 else (int(sr * seconds),)
+            path = tmp_path / word / f"take{i}{ext}"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, (rng.normal(0, 0.1, shape)).clip(-1, 1), sr, subtype=subtype)
+    ds = load_dataset(tmp_path, CFG, seed=3)
+    assert ds.layout == "folders" and ds.labels == ["lights", "music"]
+    assert sum(ds.counts().values()) == 24 and ds.counts()["train"] > 12
+    again = load_dataset(tmp_path, CFG, seed=3)
+    assert again.splits == ds.splits
+    fe = FrontEnd()
+    for path, _ in ds.splits["train"]:
+        clip = load_clip(path, fe)
+        assert clip.shape == (fe.clip_samples,) and clip.dtype == np.float32
+        assert np.isfinite(clip).all() and np.abs(clip).max() > 0
+
+
+def test_broken_training_file_is_skipped_not_fatal(demo_data, tmp_path, capfd):
+    from pipeline.inputs import decoded
+
+    root = tmp_path / "words"
+    shutil.copytree(demo_data / "yes", root / "yes")
+    shutil.copytree(demo_data / "no", root / "no")
+    (root / "no" / "broken_nohash_0.wav").write_text("not audio at all")
+    ds = load_dataset(root, CFG)
+    examples = [e for s in ds.splits.values() for e in s]
+    waves = list(decoded(examples, FrontEnd()).as_numpy_iterator())
+    assert len(waves) == len(examples) - 1
+    assert "broken_nohash_0.wav: cannot decode audio" in capfd.readouterr().out
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data folder not found"):
+        load_dataset(tmp_path / "nope", CFG)

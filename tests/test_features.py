@@ -1,0 +1,71 @@
+import librosa
+import numpy as np
+import pytest
+
+from pipeline.features import LogMel
+from pipeline.params import FrontEnd
+
+# The tf.signal front end must equal librosa's mel spectrogram computed on the same
+# frames; measured max |difference| of log-mel is about 1e-6, the stated bound 1e-4.
+LOG_TOLERANCE = 1e-4
+
+
+def _speech(fe: FrontEnd) -> np.ndarray:
+    import soundfile as sf
+    from tests.conftest import DEMO
+
+    audio, rate = sf.read(sorted((DEMO / "yes").glob("*.wav"))[0], dtype="float32")
+    assert rate == fe.sample_rate
+    return np.pad(audio, (0, fe.clip_samples - len(audio)))
+
+
+def _librosa_logmel(audio: np.ndarray, fe: FrontEnd) -> np.ndarray:
+    # librosa centres a win_length window inside each n_fft frame; shift by the difference
+    # so frame i covers the same samples as the causal tf.signal frame i.
+    off = (fe.fft_length - fe.window_samples) // 2
+    padded = np.pad(audio, (fe.context_samples + off, off))
+    mel = librosa.feature.melspectrogram(
+        y=padded, sr=fe.sample_rate, n_fft=fe.fft_length, hop_length=fe.hop_samples,
+        win_length=fe.window_samples, window="hann", center=False, power=2.0,
+        n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax)
+    return np.log(mel.T + fe.log_floor)
+
+
+@pytest.mark.parametrize("fe", [FrontEnd(), FrontEnd(sample_rate=8000, n_mels=32, fmax=3800,
+                                                      window_ms=25, hop_ms=10)])
+def test_logmel_matches_librosa(fe):
+    audio = _speech(fe) if fe.sample_rate == 16000 else \
+        np.random.default_rng(0).normal(0, 0.1, fe.clip_samples).astype(np.float32)
+    ours = LogMel(fe.to_dict())(audio[None]).numpy()[0]
+    ref = _librosa_logmel(audio, fe)
+    assert ours.shape == ref.shape == (fe.n_frames, fe.n_mels)
+    assert np.abs(ours - ref).max() < LOG_TOLERANCE
+
+
+def test_mfcc_option_matches_dct_of_logmel():
+    fe = FrontEnd(n_mfcc=13)
+    audio = _speech(fe)
+    mfcc = LogMel(fe.to_dict())(audio[None]).numpy()[0]
+    logmel = _librosa_logmel(audio, FrontEnd())
+    # tf.signal's MFCCs are the orthonormal DCT-II of log-mel with the first coefficient
+    # scaled by sqrt(2) (its DCT uses the unnormalised DC term)
+    ref = librosa.feature.mfcc(S=logmel.T, n_mfcc=13, dct_type=2, norm="ortho").T
+    ref[:, 0] *= np.sqrt(2)
+    assert mfcc.shape == (fe.n_frames, 13)
+    np.testing.assert_allclose(mfcc, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_front_end_rejects_inconsistent_parameters():
+    with pytest.raises(ValueError, match="whole number of steps"):
+        FrontEnd(stack=3)
+    with pytest.raises(ValueError, match="fmax"):
+        FrontEnd(fmax=9000)
+    with pytest.raises(ValueError, match="unknown front-end keys"):
+        FrontEnd.from_dict({"n_mel": 40})
+
+
+def test_front_end_round_trips_and_derives_sizes():
+    fe = FrontEnd(stack=2)
+    assert FrontEnd.from_dict(fe.to_dict()) == fe
+    assert (fe.window_samples, fe.hop_samples, fe.fft_length) == (480, 160, 512)
+    assert (fe.n_frames, fe.n_steps, fe.step_samples, fe.context_samples) == (100, 50, 320, 320)

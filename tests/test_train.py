@@ -1,0 +1,96 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEMO, ROOT, TINY
+
+TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _epochs(run: Path) -> list[int]:
+    lines = (run / "history.csv").read_text().splitlines()[1:]
+    return [int(line.split(",")[0]) for line in lines]
+
+
+def test_killed_training_resumes_from_last_epoch(tmp_path):
+    run = tmp_path / "run"
+    cmd = TRAIN + ["--data", str(DEMO), "--out", str(run), "--quiet",
+                   *[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=6"]
+    first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None:
+        if (run / "history.csv").exists() and len(_epochs(run)) >= 2:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, "training finished before it could be killed"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = _epochs(run)
+    assert 2 <= len(done_before) < 6
+
+    second = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    started = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
+    assert started[0] != "Epoch 1/6", "resumed run started over"
+    assert int(started[0].split()[1].split("/")[0]) >= len(done_before)
+    assert set(_epochs(run)) == set(range(6))
+    assert json.loads((run / "metrics.json").read_text())["test"]["n"] > 0
+
+
+def test_same_seed_same_run(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.train import train
+
+    cfg = load_config(None, [o for o in TINY if not o.startswith("train.epochs")]
+                      + ["train.epochs=1"])
+    a = train(cfg, str(DEMO), tmp_path / "a", verbose=0)
+    b = train(cfg, str(DEMO), tmp_path / "b", verbose=0)
+    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    assert a["test"] == b["test"]
+
+
+def test_resume_refuses_a_different_config(tiny_run):
+    from pipeline.config import ConfigError, load_config
+    from pipeline.train import train
+
+    with pytest.raises(ConfigError, match="different config"):
+        train(load_config(None, TINY + ["model.units=[8]"]), str(DEMO), tiny_run, verbose=0)
+
+
+def test_bad_config_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: gru\n  unitz: [8]\n")
+    out = tmp_path / "run"
+    result = subprocess.run(TRAIN + ["--config", str(bad), "--data", str(DEMO), "--out", str(out)],
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unknown config key: model.unitz" in result.stderr
+    assert not out.exists()
+    result = subprocess.run(TRAIN + ["--data", str(DEMO), "--out", str(out), "train.epochs=many"],
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "train.epochs: expected int" in result.stderr
+
+
+def test_training_on_custom_words_uses_folder_names(demo_data, tmp_path):
+    import shutil
+
+    from pipeline.config import load_config
+    from pipeline.train import train
+
+    data = tmp_path / "my_words"
+    for word in ("on", "off"):
+        (data / word).mkdir(parents=True)
+        for i, clip in enumerate(sorted((demo_data / word).glob("*.wav"))):
+            shutil.copy(clip, data / word / f"take{i}.wav")  # no speaker prefix: split by file
+    metrics = train(load_config(None, TINY + ["data.validation_percent=25",
+                                              "data.testing_percent=25"]),
+                    str(data), tmp_path / "run", verbose=0)
+    assert (tmp_path / "run" / "labels.txt").read_text().split() == ["off", "on"]
+    assert metrics["validation"]["n"] > 0
