@@ -30,8 +30,10 @@ def make_silence(noise, fe: FrontEnd, volume: float, seed) -> tf.Tensor:
 
 
 def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor:
-    """Time shift, gain and background-noise mixing for one training clip."""
+    """Speed perturbation, time shift, gain and background-noise mixing for one clip."""
     n = fe.clip_samples
+    if cfg["speed"]:
+        wave = change_speed(wave, _uniform(seed, 9, 1 - cfg["speed"], 1 + cfg["speed"]), n)
     max_shift = int(cfg["time_shift_ms"] * fe.sample_rate / 1000)
     if max_shift:
         shift = tf.random.stateless_uniform([], seed=seed + [0, 4], minval=-max_shift,
@@ -47,3 +49,24 @@ def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor
         wave = tf.where(add, mixed, wave)
         wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_volume"], seed), wave)
     return tf.clip_by_value(wave, -1.0, 1.0)
+
+
+def change_speed(wave, factor, n: int):
+    """Play the clip factor times faster (tempo and pitch together, like sox `speed`),
+    by linear interpolation, then centre-crop or pad back to n samples."""
+    length = tf.cast(tf.round(n / factor), tf.int32)
+    resized = tf.image.resize(wave[:, None, None], tf.stack([length, 1]))[:, 0, 0]
+    extra = length - n
+    start = tf.maximum(extra // 2, 0)
+    pad = tf.maximum(-extra, 0)
+    resized = tf.pad(resized[start:start + n], [[pad // 2, pad - pad // 2]])
+    return tf.ensure_shape(resized, [n])
+
+
+def mixup(x, y, alpha: float, seed):
+    """Blend each example of a batch with a shuffled partner (Zhang et al. 2018)."""
+    a = tf.random.stateless_gamma([], seed=seed + [0, 10], alpha=alpha)
+    b = tf.random.stateless_gamma([], seed=seed + [0, 11], alpha=alpha)
+    lam = a / (a + b)
+    perm = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], seed=seed + [0, 12]))
+    return lam * x + (1 - lam) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)

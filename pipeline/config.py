@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
         "silence_volume": 1.0,     # peak gain of the noise that makes _silence_ clips
         "time_shift_ms": 100.0,    # random shift in [-x, x]
         "gain_db": 6.0,            # random gain in [-x, x] dB
+        "speed": 0.0,              # speed perturbation: factor drawn in [1 - x, 1 + x]
+        "mixup": 0.0,              # mixup Beta(alpha, alpha); 0 turns it off
         "spec_augment": None,      # e.g. {time_masks: 2, time_width: 10, freq_masks: 2, freq_width: 5}
     },
     "train": {
@@ -52,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
         "label_smoothing": 0.0,
         "weight_decay": 0.0,
         "patience": 10,            # early stopping on validation accuracy
+        "ema": 0.0,                # >0: keep an exponential moving average of the weights
+                                   # with this momentum and validate/save the averaged model
     },
 }
 
@@ -104,7 +108,10 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {k} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {dotted}: {' '.join(str(exc).split())}") from None
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.audio import AudioError
-from pipeline.augment import augment, make_silence
+from pipeline.augment import augment, make_silence, mixup
 from pipeline.data import load_clip
 from pipeline.params import FrontEnd
 
@@ -41,20 +41,31 @@ def _drop_flag(wave, label, ok):
     return wave, label
 
 
+def _seeds(seed: int) -> tf.data.Dataset:
+    return tf.data.Dataset.random(seed=seed).map(lambda s: tf.cast(s % (2**31), tf.int32)) \
+        .batch(2)
+
+
 def training_batches(waves: tf.data.Dataset, size: int, fe: FrontEnd, noise: np.ndarray,
-                     aug_cfg: dict, silence_index: int, batch_size: int,
+                     aug_cfg: dict, silence_index: int, n_classes: int, batch_size: int,
                      seed: int) -> tf.data.Dataset:
+    """Shuffled, augmented batches of (waveform, one-hot label)."""
     noise_t = tf.constant(noise)
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)
 
     def aug(pair, s):
-        (wave, label) = pair
-        s = tf.cast(s % (2**31), tf.int32)
-        return augment(wave, label == silence_index, noise_t, fe, aug_cfg, s), label
+        wave, label = pair
+        return (augment(wave, label == silence_index, noise_t, fe, aug_cfg, s),
+                tf.one_hot(label, n_classes))
+
+    def mix(batch, s):
+        return mixup(*batch, aug_cfg["mixup"], s)
 
     ds = waves.shuffle(size, seed=seed, reshuffle_each_iteration=True)
-    ds = tf.data.Dataset.zip((ds, seeds)).map(aug, num_parallel_calls=AUTOTUNE)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds, _seeds(seed))).map(aug, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if aug_cfg["mixup"]:
+        ds = tf.data.Dataset.zip((ds, _seeds(seed + 1))).map(mix, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
 
 
 def eval_batches(waves: tf.data.Dataset, fe: FrontEnd, noise: np.ndarray, silence_volume: float,

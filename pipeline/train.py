@@ -96,7 +96,8 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
     noise = data.noise
     t = cfg["train"]
     train_ds = training_batches(data.waves("train"), data.count("train"), fe, noise,
-                                cfg["augment"], silence, t["batch_size"], cfg["seed"])
+                                cfg["augment"], silence, len(labels), t["batch_size"],
+                                cfg["seed"])
     def evaluation(split):
         return eval_batches(data.waves(split), fe, noise, cfg["augment"]["silence_volume"],
                             silence, t["batch_size"], cfg["seed"] + 1)
@@ -110,6 +111,8 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
     steps = -(-data.count("train") // t["batch_size"])
     opt_cls = keras.optimizers.AdamW if t["weight_decay"] else keras.optimizers.Adam
     opt_kw = {"weight_decay": t["weight_decay"]} if t["weight_decay"] else {}
+    if t["ema"]:
+        opt_kw.update(use_ema=True, ema_momentum=t["ema"])
     model.compile(optimizer=opt_cls(lr_schedule(cfg, steps), **opt_kw),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=t["label_smoothing"]),
                   metrics=["accuracy"])
@@ -117,14 +120,14 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
         model.summary()
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if t["ema"] else []),
         BestCheckpoint(run_dir / "model.keras"),
         keras.callbacks.EarlyStopping("val_accuracy", patience=t["patience"], mode="max"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
     start = time.time()
-    one_hot = _one_hot(len(labels))
-    model.fit(train_ds.map(one_hot), validation_data=val_ds.map(one_hot), epochs=t["epochs"],
+    model.fit(train_ds, validation_data=val_ds.map(_one_hot(len(labels))), epochs=t["epochs"],
               callbacks=callbacks, verbose=verbose)
     train_seconds = time.time() - start
 

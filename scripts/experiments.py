@@ -2,9 +2,9 @@
 """Train a list of recipes and score each on a test folder, one table row per recipe.
 
   python scripts/experiments.py --data TRAIN_DIR --test TEST_DIR --out RUNS_DIR \
-      --results docs/experiments.jsonl NAME="key=value key=value" ...
+      --results docs/experiments.jsonl "NAME=key=value; key=value" ...
 
-Each NAME=... argument is one recipe: overrides on top of --config. A recipe whose run
+Each NAME=... argument is one recipe: overrides, separated by ';', on top of --config. A recipe whose run
 directory already has metrics.json is scored again without retraining, so an
 interrupted sweep resumes where it stopped.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", required=True, help="folder scored with scripts/evaluate.py")
     parser.add_argument("--out", required=True, help="parent folder of the run directories")
     parser.add_argument("--results", required=True, help="JSONL file, one row per recipe")
-    parser.add_argument("recipes", nargs="+", metavar='NAME="k=v ..."')
+    parser.add_argument("recipes", nargs="+", metavar="NAME=k=v; k=v")
     args = parser.parse_args(argv)
 
     from pipeline.config import load_config
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for recipe in args.recipes:
         name, _, over = recipe.partition("=")
-        overrides = shlex.split(over)
+        overrides = [o.strip() for o in over.split(";") if o.strip()]
         cfg = load_config(args.config, overrides)
         run = Path(args.out) / name
         start = time.time()
