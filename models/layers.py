@@ -105,3 +105,5 @@ def copy_weights(src: keras.Model, dst: keras.Model) -> None:
     for layer in dst.layers:
         if layer.weights:
             layer.set_weights(src.get_layer(layer.name).get_weights())
+            if hasattr(layer, "finalize_state"):  # Normalization derives mean/std from its weights
+                layer.finalize_state()

@@ -5,7 +5,7 @@ Sources, picked from the path:
     _background_noise_/, optional validation_list.txt / testing_list.txt);
   * the canonical 12-class test layout (word folders plus _silence_ and _unknown_);
   * any folder-per-label collection of audio (labels are folder names);
-  * "tfds:speech_commands[@DATA_DIR]" through tensorflow-datasets (pipeline/tfds_source.py).
+  * "tfds:speech_commands[@DATA_DIR][?manual_dir=DIR]" through tensorflow-datasets (pipeline/tfds_source.py).
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class FolderSource:
 
 def open_source(source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0,
                 labels: list[str] | None = None):
-    """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR]'."""
+    """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR][?manual_dir=DIR]'."""
     if str(source).startswith(TFDS_PREFIX):
         from pipeline.tfds_source import TfdsSource
 

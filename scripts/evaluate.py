@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="run directory, .keras or .tflite file")
     parser.add_argument("--data", required=True,
                         help="Speech Commands folder (either layout), folder-per-label set, "
-                             "or tfds:NAME[@DATA_DIR]")
+                             "or tfds:NAME[@DATA_DIR][?manual_dir=DIR] (see docs/tfds.md)")
     parser.add_argument("--split", choices=["train", "validation", "test"],
                         help="which split (default: test of an archive folder, else all)")
     parser.add_argument("--plot", help="confusion-matrix PNG (default: beside the model)")

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from models import build_model, names
+from models.layers import copy_weights
+from pipeline.params import FrontEnd
+
+FE = FrontEnd(stack=2)
+OPTIONS = {"gru": {}, "lstm": {}, "rnn": {}, "crnn": {"conv": {"filters": [4], "kernel": 3}}}
+
+
+def _stream(model_stream, audio, fe):
+    state = [np.zeros(t.shape, np.float32) for t in model_stream.inputs[1:]]
+    for start in range(0, audio.shape[1], fe.step_samples):
+        out = model_stream([audio[:, start:start + fe.step_samples], *state])
+        probs, state = out[0].numpy(), [o.numpy() for o in out[1:]]
+    return probs
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_streaming_twin_matches_clip_model(name):
+    """One code path: the stream build, fed hop by hop, equals the clip build."""
+    assert name in names()
+    clip = build_model(name, FE, 5, units=(12, 8), **OPTIONS[name])
+    stream = build_model(name, FE, 5, mode="stream", units=(12, 8), **OPTIONS[name])
+    norm = clip.get_layer("feature_norm")
+    norm.adapt(np.random.default_rng(1).normal(2, 3, (4, FE.n_frames, FE.n_features)))
+    copy_weights(clip, stream)
+    audio = np.random.default_rng(0).normal(0, 0.1, (1, FE.clip_samples)).astype(np.float32)
+    expected = clip(audio).numpy()
+    assert np.abs(_stream(stream, audio, FE) - expected).max() < 1e-5
+    names_in = [t.name for t in stream.inputs]
+    assert names_in[:2] == ["audio", "audio_state"]
+    assert len(stream.outputs) == len(stream.inputs)  # probs + one new value per state
+
+
+def test_bidirectional_is_clip_only():
+    model = build_model("gru", FE, 3, units=(8,), bidirectional=True)
+    assert model.output_shape == (None, 3)
+    with pytest.raises(ValueError, match="cannot stream"):
+        build_model("gru", FE, 3, mode="stream", units=(8,), bidirectional=True)
+
+
+def test_unknown_model_name_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="registered: crnn, gru, lstm, rnn"):
+        build_model("transformer", FE, 3)
