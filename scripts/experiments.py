@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", required=True, help="folder scored with scripts/evaluate.py")
     parser.add_argument("--out", required=True, help="parent folder of the run directories")
     parser.add_argument("--results", required=True, help="JSONL file, one row per recipe")
-    parser.add_argument("recipes", nargs="+", metavar="NAME=k=v; k=v")
+    parser.add_argument("--table", help="also rewrite this Markdown table from --results")
+    parser.add_argument("recipes", nargs="*", metavar="NAME=k=v; k=v")
     args = parser.parse_args(argv)
 
     from pipeline.config import load_config
@@ -50,7 +51,28 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
         with open(args.results, "a") as f:
             f.write(json.dumps(row) + "\n")
+    if args.table:
+        write_table(Path(args.results), Path(args.table))
     return 0
+
+
+def write_table(results: Path, table: Path) -> None:
+    """Markdown rows between the markers of an existing page, or a new page."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    lines = ["| recipe | overrides | params | val acc | test acc | epochs | train s | s/epoch |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        over = "; ".join(r["overrides"]).replace("|", "\\|") or "(config as is)"
+        lines.append(f"| {r['name']} | `{over}` | {r['parameters']:,} | {r['val_accuracy']:.3f} "
+                     f"| {r['test_accuracy']:.3f} | {r['epochs']} | {r['train_seconds']:.0f} "
+                     f"| {r['train_seconds'] / max(1, r['epochs']):.1f} |")
+    start, end = "<!-- results -->", "<!-- /results -->"
+    text = table.read_text() if table.exists() else f"{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    from pipeline.io_utils import atomic_write_text
+
+    atomic_write_text(table, f"{head}{start}\n" + "\n".join(lines) + f"\n{end}{tail}")
 
 
 if __name__ == "__main__":
