@@ -75,7 +75,8 @@ class SpecAugment(keras.layers.Layer):
         pos = tf.range(shape_len)[None, :]
         for _ in range(count):
             w = tf.random.uniform([batch, 1], 0, width + 1, tf.int32)
-            start = tf.random.uniform([batch, 1], 0, tf.maximum(shape_len - w, 1), tf.int32)
+            room = tf.cast(tf.maximum(shape_len - w + 1, 1), tf.float32)
+            start = tf.cast(tf.random.uniform([batch, 1]) * room, tf.int32)
             keep &= ~((pos >= start) & (pos < start + w))
         return tf.cast(keep, tf.float32)
 

@@ -69,3 +69,15 @@ def test_front_end_round_trips_and_derives_sizes():
     assert FrontEnd.from_dict(fe.to_dict()) == fe
     assert (fe.window_samples, fe.hop_samples, fe.fft_length) == (480, 160, 512)
     assert (fe.n_frames, fe.n_steps, fe.step_samples, fe.context_samples) == (100, 50, 320, 320)
+
+
+def test_spec_augment_masks_only_in_training():
+    from pipeline.features import SpecAugment
+
+    x = np.random.default_rng(0).normal(size=(8, 100, 40)).astype(np.float32)
+    layer = SpecAugment(time_masks=2, time_width=10, freq_masks=2, freq_width=5)
+    assert np.array_equal(layer(x, training=False).numpy(), x)
+    masked = layer(x, training=True).numpy()
+    changed = (masked != x).mean(axis=0)
+    assert 0 < (masked != x).mean() < 0.5
+    assert changed.max() < 1  # never the whole spectrogram
