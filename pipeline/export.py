@@ -1,0 +1,464 @@
+"""TFLite export of a trained run: clip models (float, dynamic-range, int8, batched float)
+and a streaming model with explicit state, each run in LiteRT and checked before it is written.
+
+Conversion goes through a SavedModel whose serving signature names every input and
+output (audio, audio_state, h0_state ... -> probs, next_audio_state, next_h0_state ...),
+so an app addresses tensors by name rather than by the converter's input order. Every
+model is rebuilt with a fixed batch: with a batch of None the recurrent loops need
+TensorList ops that only Select TF ops provide.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.io_utils import atomic_write_bytes, atomic_write_text
+from pipeline.runtime import MANIFEST, SIGNATURE, ClipModel, StreamingModel, open_interpreter
+
+ROOT = Path(__file__).resolve().parents[1]
+# Builtin in name, but they need resource variables that mobile interpreters do not set up.
+VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
+FLOAT_TOLERANCE = 1e-4      # max |p_tflite - p_keras| for the float clip models
+FLOAT_AGREEMENT = 0.999     # share of clips with the same top-1 as Keras
+STREAM_AGREEMENT = 0.99     # float streaming model vs the clip model, top-1
+# Layers kept float in int8 models: raw audio and a power spectrum span far more than one
+# int8 scale can hold, so quantizing them flattens every quiet band to the log floor.
+FLOAT_LAYERS = ("logmel", "join_audio", "next_audio_state")
+
+
+class ExportError(Exception):
+    """The export cannot produce a correct file; str() is one line naming it and why."""
+
+
+def model_ops(content: bytes, name: str) -> list[str]:
+    """Operator names in a .tflite flatbuffer; raises if any is not a plain builtin."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAsModel(content, 0)
+    ops, bad = set(), set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        op = codes.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "UNKNOWN")
+        if op == "CUSTOM":
+            bad.add((code.CustomCode() or b"?").decode())
+        elif op in VARIABLE_OPS:
+            bad.add(op)
+        ops.add(op)
+    if bad:
+        raise ExportError(f"{name}: needs ops outside the TFLite builtins: {', '.join(sorted(bad))}")
+    return sorted(ops)
+
+
+def saved_model(model, out_names: list[str], directory: Path) -> Path:
+    """A SavedModel with one 'serving_default' signature: inputs named like the Keras
+    inputs, outputs a dict keyed by out_names."""
+    import keras
+    import tensorflow as tf
+
+    def serve(*inputs):
+        outputs = model(list(inputs), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(out_names, outputs))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE, serve, input_signature=[
+        tf.TensorSpec(t.shape, tf.float32, name=t.name) for t in model.inputs])
+    archive.write_out(str(directory), verbose=False)
+    return directory
+
+
+def convert(saved_dir: Path, name: str, dynamic: bool = False) -> bytes:
+    """Float (or dynamic-range: int8 weights, float activations) conversion, builtins only."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    # A batched recurrent loop's zero-filled [steps, batch, units] buffer would otherwise
+    # be stored in the file (1.6 MB for a batch of 32); FILL builds it at load time.
+    converter._experimental_unfold_large_splat_constant = True
+    if dynamic:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    try:
+        content = converter.convert()
+    except Exception as exc:  # ConverterError carries the MLIR diagnostics
+        raise ExportError(f"{name}: {_converter_problem(exc)}") from None
+    model_ops(content, name)
+    return content
+
+
+def _converter_problem(exc: Exception) -> str:
+    import re
+
+    text = str(exc)
+    ops = sorted(set(re.findall(r"'?tf\.([A-Z]\w+)'? op", text)))
+    if ops and ("not supported" in text or "failed to legalize" in text):
+        return "needs ops outside the TFLite builtins: " + ", ".join(ops)
+    return "conversion failed: " + (" ".join(text.split())[:300] or type(exc).__name__)
+
+
+def convert_int8(saved_dir: Path, name: str, samples: dict[str, np.ndarray],
+                 per_channel: bool = True) -> bytes:
+    """Full-integer conversion (int8 weights and activations, float input/output).
+
+    Runs in a child process: the calibrator crashes the process outright on some graphs
+    (any WHILE loop), and that must become an error naming the file, not a dead exporter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "calibration.npz", Path(tmp) / "model.tflite"
+        np.savez(data, **samples)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.export", "--int8", str(saved_dir), str(data),
+             str(out), "1" if per_channel else "0"],
+            cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode < 0:
+            raise ExportError(f"{name}: int8 conversion crashed "
+                              f"({signal.Signals(-proc.returncode).name} in the TFLite calibrator)")
+        if proc.returncode:
+            last = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or ["no message"]
+            raise ExportError(f"{name}: int8 conversion failed: {last[0].strip()}")
+        content = out.read_bytes()
+    model_ops(content, name)
+    return content
+
+
+def _int8_child(saved_dir: str, data: str, out: str, per_channel: str) -> None:
+    import tensorflow as tf
+    from ai_edge_litert import schema_py_generated as schema
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    samples = dict(np.load(data))
+    n = len(next(iter(samples.values())))
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # Inputs are keyed by signature name: TFLite orders a multi-input model's inputs
+    # differently from Keras, so a positional list would calibrate the wrong tensors.
+    converter.representative_dataset = lambda: ({k: v[i] for k, v in samples.items()}
+                                                for i in range(n))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    flat = schema.Model.GetRootAsModel(calibrated, 0)
+    graph, signature = flat.Subgraphs(0), flat.SignatureDefs(0)
+    names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
+    front = [t for t in names if any(f"/{layer}" in t for layer in FLOAT_LAYERS)]
+    front += [names[signature.Outputs(i).TensorIndex()] for i in range(signature.OutputsLength())
+              if signature.Outputs(i).Name().decode() in FLOAT_LAYERS]
+    Path(out).write_bytes(mlir_quantize(calibrated, disable_per_channel=per_channel != "1",
+                                        denylisted_nodes=front))
+
+
+def tensor_info(content: bytes) -> tuple[list[dict], list[dict]]:
+    """Name, shape, dtype and quantization of each signature input and output."""
+    sig = open_interpreter(content)
+    sig.allocate_tensors()
+    details = {d["index"]: d for d in sig.get_tensor_details()}
+    names = sig._get_full_signature_list()[SIGNATURE]
+
+    def describe(name, index):
+        d = details[index]
+        scale, zero = d["quantization"]
+        return {"name": name, "tensor": d["name"], "shape": [int(s) for s in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "quantization": {"scale": float(scale), "zero_point": int(zero)}}
+
+    return ([describe(n, i) for n, i in sorted(names["inputs"].items())],
+            [describe(n, i) for n, i in sorted(names["outputs"].items())])
+
+
+def fixed_batch_twin(model, cfg: dict, fe, n_classes: int, mode: str, batch_size: int,
+                     unroll: bool = False):
+    """The trained model rebuilt with a static batch and the block-sparse mel product
+    (and, for int8, unrolled loops)."""
+    import keras
+
+    from models import build_from_config
+    from models.layers import copy_weights
+    from pipeline.features import LogMel
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, LogMel):
+            return _blocked_logmel_class().from_config(config)
+        if unroll and isinstance(layer, keras.layers.RNN):
+            return layer.__class__.from_config({**config, "unroll": True})
+        return layer  # shared with the throwaway build, no need to copy
+
+    twin = keras.models.clone_model(build_from_config(cfg, fe, n_classes, mode, batch_size),
+                                    clone_function=clone)
+    copy_weights(model, twin)
+    return twin
+
+
+def mel_blocks(mel: np.ndarray, max_elements: int = 1000) -> list[tuple[int, int, int, int]]:
+    """(first bin, end bin, first band, end band) blocks covering every nonzero of the
+    filterbank. Mel bands are contiguous in frequency, so the [bins, bands] matrix is
+    banded; each block stays under the 1024 elements at which dynamic-range quantization
+    would turn it into an int8 product of the power spectrum."""
+    nz = [np.nonzero(mel[:, j])[0] for j in range(mel.shape[1])]
+    span = [(int(b[0]), int(b[-1]) + 1) if len(b) else (0, 1) for b in nz]
+    blocks, start = [], 0
+    while start < len(span):
+        end = start + 1
+        while end < len(span):
+            lo, hi = min(s[0] for s in span[start:end + 1]), max(s[1] for s in span[start:end + 1])
+            if (hi - lo) * (end + 1 - start) > max_elements:
+                break
+            end += 1
+        lo, hi = min(s[0] for s in span[start:end]), max(s[1] for s in span[start:end])
+        blocks.append((lo, hi, start, end))
+        start = end
+    return blocks
+
+
+@functools.cache
+def _blocked_logmel_class():
+    """LogMel computing the mel product block by block: same numbers, a 257x40 matrix that
+    is ~90% zeros stored as a few small dense blocks that stay float in every export."""
+    import tensorflow as tf
+
+    from pipeline.features import LogMel
+
+    class BlockedLogMel(LogMel):
+        def call(self, audio):
+            fe = self.fe
+            if self.causal:
+                audio = tf.pad(audio, [[0, 0], [fe.context_samples, 0]])
+            frames = tf.signal.frame(audio, fe.window_samples, fe.hop_samples)
+            power = tf.square(tf.abs(tf.signal.rfft(frames * self._window, [fe.fft_length])))
+            mel = tf.concat([tf.matmul(power[..., lo:hi], self._mel[lo:hi, a:b])
+                             for lo, hi, a, b in mel_blocks(self._mel)], axis=-1)
+            features = tf.math.log(mel + fe.log_floor)
+            if fe.n_mfcc:
+                features = tf.signal.mfccs_from_log_mel_spectrograms(features)[..., :fe.n_mfcc]
+            return features
+
+    return BlockedLogMel
+
+
+def data_source(cfg: dict, calibration: str | None, run_dir: Path) -> str:
+    """--calibration when given, else the run's own training data (config.yaml: source)."""
+    if calibration:
+        if not str(calibration).startswith("tfds:") and not Path(calibration).exists():
+            raise ExportError(f"{calibration}: calibration data not found")
+        return str(calibration)
+    source = cfg.get("source")
+    if source and (str(source).startswith("tfds:") or Path(source).exists()):
+        return str(source)
+    raise ExportError(f"{run_dir / 'config.yaml'}: training data {source!r} not found; "
+                      "pass --calibration PATH")
+
+
+def clips(source, fe, cfg: dict, labels: list[str], splits: tuple[str, ...], limit: int | None,
+          seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Up to limit clips (a seeded random subset) of the first split that has any, prepared
+    as evaluation prepares them (generated _silence_ clips get noise)."""
+    from pipeline.data import SILENCE
+    from pipeline.inputs import decoded, eval_batches
+
+    split = next((s for s in splits if source.count(s)), None)
+    if split is None:
+        raise ExportError(f"no clips in the {'/'.join(splits)} split(s) of the data")
+    dataset = getattr(source, "dataset", None)
+    if dataset is not None:
+        examples = list(dataset.splits[split])
+        if limit and limit < len(examples):
+            examples = random.Random(seed).sample(examples, limit)
+        waves = decoded(examples, fe)
+    else:
+        waves = source.waves(split).shuffle(4096, seed=seed)
+        waves = waves.take(limit) if limit else waves
+    silence = labels.index(SILENCE) if SILENCE in labels else -1
+    xs, ys = [], []
+    for x, y in eval_batches(waves, fe, source.noise, cfg["augment"]["silence_volume"],
+                             silence, 64, seed):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    if not xs:
+        raise ExportError(f"no readable clips in the {split} split of the data")
+    return np.concatenate(xs), np.concatenate(ys), split
+
+
+def stream_last(model: StreamingModel, audio: np.ndarray) -> np.ndarray:
+    """Probabilities after the last hop of each clip, each clip from the initial state."""
+    return np.stack([model.run(a)[-1] for a in audio])
+
+
+def _agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
+    return {"top1_agreement": round(float(np.mean(probs.argmax(1) == reference.argmax(1))), 5),
+            "max_prob_diff": float(np.abs(probs - reference).max())}
+
+
+def export(run_dir: str | Path, out_dir: str | Path | None = None,
+           calibration: str | None = None, batch_size: int = 32, calibration_clips: int = 200,
+           eval_clips: int | None = 1000, log: Callable[[str], None] = print) -> dict:
+    """Write every model file, labels.txt, config.yaml and manifest.json; returns the manifest.
+
+    Nothing is written until every file has converted and passed its check, so a failed
+    export leaves an earlier export in out_dir untouched."""
+    import tensorflow as tf  # noqa: F401  (before keras, so conversion uses the TF backend)
+
+    from pipeline.runs import load_run, model_file, run_config
+    from pipeline.sources import open_source
+
+    run_dir = model_file(run_dir).parent
+    model, fe, labels = load_run(run_dir)
+    cfg = run_config(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "export"
+    source_name = data_source(cfg, calibration, run_dir)
+    try:
+        source = open_source(source_name, cfg["data"], fe, cfg["seed"], labels=labels)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ExportError(f"{source_name}: {exc}") from None
+    cal_x, _, cal_split = clips(source, fe, cfg, labels, ("train", "validation", "test"),
+                                calibration_clips, cfg["seed"])
+    x, y, eval_split = clips(source, fe, cfg, labels, ("test", "validation", "train"),
+                             eval_clips, cfg["seed"] + 1)
+    keras_probs = model.predict(x, batch_size=64, verbose=0)
+    keras_accuracy = float(np.mean(keras_probs.argmax(1) == y))
+    log(f"data: {len(cal_x)} calibration clips ({cal_split}), {len(x)} check clips "
+        f"({eval_split}) from {source_name}; Keras accuracy {keras_accuracy:.4f}")
+
+    manifest = {
+        "format": 1,
+        "run": str(run_dir),
+        "sample_rate": fe.sample_rate,
+        "clip_samples": fe.clip_samples,
+        "hop_samples": fe.step_samples,
+        "hop_seconds": fe.step_samples / fe.sample_rate,
+        "front_end": fe.to_dict(),
+        "labels": labels,
+        "signature": SIGNATURE,
+        "calibration": {"source": source_name, "split": cal_split, "clips": len(cal_x)},
+        "check": {"source": source_name, "split": eval_split, "clips": len(x),
+                  "keras_accuracy": round(keras_accuracy, 5)},
+        "files": {},
+    }
+    written: dict[str, bytes] = {}
+
+    def accept(name: str, content: bytes, entry: dict, probs: np.ndarray) -> dict:
+        entry.update({"bytes": len(content), "kb": round(len(content) / 1024, 1),
+                      "ops": model_ops(content, name),
+                      "accuracy": round(float(np.mean(probs.argmax(1) == y)), 5),
+                      "vs_keras": _agreement(probs, keras_probs)})
+        inputs, outputs = tensor_info(content)
+        entry.update({"inputs": inputs, "outputs": outputs})
+        manifest["files"][name] = entry
+        written[name] = content
+        log(f"{name}: {entry['kb']} KB, accuracy {entry['accuracy']:.4f}, "
+            f"top-1 agreement with Keras {entry['vs_keras']['top1_agreement']:.4f}, "
+            f"max prob diff {entry['vs_keras']['max_prob_diff']:.2g}")
+        return entry
+
+    def check_float(name: str, probs: np.ndarray) -> None:
+        a = _agreement(probs, keras_probs)
+        if a["max_prob_diff"] > FLOAT_TOLERANCE or a["top1_agreement"] < FLOAT_AGREEMENT:
+            raise ExportError(f"{name}: differs from Keras (max prob diff "
+                              f"{a['max_prob_diff']:.3g}, top-1 agreement {a['top1_agreement']})")
+
+    n = len(labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip_dir = saved_model(fixed_batch_twin(model, cfg, fe, n, "clip", 1), ["probs"],
+                               tmp / "clip")
+        for name, dynamic, weights in (("model_float.tflite", False, "float32"),
+                                       ("model_dynamic.tflite", True, "int8")):
+            content = convert(clip_dir, name, dynamic)
+            entry = {"kind": "clip", "batch": 1, "weights": weights, "activations": "float32"}
+            probs = ClipModel.from_bytes(content, manifest, entry).predict(x)
+            if not dynamic:
+                check_float(name, probs)
+            accept(name, content, entry, probs)
+
+        name = "model_batch_float.tflite"
+        batch_dir = saved_model(fixed_batch_twin(model, cfg, fe, n, "clip", batch_size),
+                                ["probs"], tmp / "batch")
+        content = convert(batch_dir, name)
+        entry = {"kind": "clip", "batch": batch_size, "weights": "float32",
+                 "activations": "float32"}
+        probs = ClipModel.from_bytes(content, manifest, entry).predict(x)
+        check_float(name, probs)
+        accept(name, content, entry, probs)
+
+        name = "model_int8.tflite"
+        # The calibrator crashes on WHILE loops, so the int8 clip model is unrolled;
+        # per-tensor scales keep the per-step quantization parameters from multiplying
+        # the file size.
+        unrolled = fixed_batch_twin(model, cfg, fe, n, "clip", 1, unroll=True)
+        content = convert_int8(saved_model(unrolled, ["probs"], tmp / "unrolled"), name,
+                               {"audio": cal_x[:, None]}, per_channel=False)
+        entry = {"kind": "clip", "batch": 1, "weights": "int8", "activations": "int8",
+                 "note": "recurrent layers unrolled; the audio front end stays float"}
+        accept(name, content, entry, ClipModel.from_bytes(content, manifest, entry).predict(x))
+
+        stream = fixed_batch_twin(model, cfg, fe, n, "stream", 1)
+        stream_dir = saved_model(stream, list(stream.output_names), tmp / "stream")
+        states = [{"input": t.name, "output": f"next_{t.name}",
+                   "shape": [int(s) for s in t.shape], "dtype": "float32", "initial": 0.0,
+                   "holds": _state_meaning(t.name, fe)} for t in stream.inputs[1:]]
+        name = "stream_float.tflite"
+        content = convert(stream_dir, name)
+        entry = {"kind": "stream", "batch": 1, "weights": "float32", "activations": "float32",
+                 "states": states}
+        float_stream = StreamingModel.from_bytes(content, manifest, entry)
+        probs = stream_last(float_stream, x)
+        agree = _agreement(probs, keras_probs)
+        if agree["top1_agreement"] < STREAM_AGREEMENT:
+            raise ExportError(f"{name}: hop-by-hop result differs from the clip model on "
+                              f"{1 - agree['top1_agreement']:.1%} of clips")
+        accept(name, content, entry, probs)
+
+        name = "stream_int8.tflite"
+        content = convert_int8(stream_dir, name, stream_calibration(float_stream, cal_x))
+        entry = {"kind": "stream", "batch": 1, "weights": "int8", "activations": "int8",
+                 "states": states, "note": "the audio front end stays float"}
+        accept(name, content, entry,
+               stream_last(StreamingModel.from_bytes(content, manifest, entry), x))
+
+    for name, content in written.items():
+        atomic_write_bytes(out / name, content)
+    atomic_write_text(out / "labels.txt", "\n".join(labels) + "\n")
+    atomic_write_text(out / "config.yaml", (run_dir / "config.yaml").read_text())
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    log(f"wrote {len(written)} models, labels.txt, config.yaml and {MANIFEST} to {out}")
+    return manifest
+
+
+def _state_meaning(name: str, fe) -> str:
+    if name == "audio_state":
+        return f"the last {fe.context_samples} samples of audio (window - hop)"
+    kind = {"h": "hidden", "c": "cell"}[name[0]]
+    return f"{kind} state of recurrent layer {name[1:].split('_')[0]}"
+
+
+def stream_calibration(model: StreamingModel, audio: np.ndarray,
+                       max_samples: int = 2000) -> dict[str, np.ndarray]:
+    """Inputs the streaming model really sees: each clip fed hop by hop from the initial
+    state, recording the hop and the state before every step (evenly thinned)."""
+    hops = len(audio) * (audio.shape[1] // model.hop_samples)
+    keep = max(1, hops // max_samples)
+    samples: dict[str, list[np.ndarray]] = {}
+    k = 0
+    for clip in audio:
+        model.reset()
+        for hop in clip.reshape(-1, model.hop_samples):
+            if k % keep == 0:
+                for key, value in {"audio": hop[None], **model.state}.items():
+                    samples.setdefault(key, []).append(value.copy())
+            model.step(hop)
+            k += 1
+    return {key: np.stack(v) for key, v in samples.items()}
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--int8"]:
+    _int8_child(*sys.argv[2:6])

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Export a trained run to TFLite for phones and small boards.
+
+  python scripts/export.py --model RUN_DIR [--out DIR] [--calibration PATH]
+
+Writes model_float / model_dynamic / model_int8 / model_batch_float (clip classifiers),
+stream_float / stream_int8 (one hop plus state per call), labels.txt, config.yaml and
+manifest.json to DIR (default RUN_DIR/export). Int8 calibration uses clips from the run's
+training data (config.yaml: source) unless --calibration names another data folder.
+See docs/export.md for the input/output contract of each file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="run directory (or its model.keras)")
+    parser.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    parser.add_argument("--calibration",
+                        help="data for int8 calibration and the checks (default: the run's "
+                             "training data)")
+    parser.add_argument("--batch", type=int, default=32,
+                        help="fixed batch of model_batch_float.tflite (default 32)")
+    parser.add_argument("--calibration-clips", type=int, default=200,
+                        help="clips used to calibrate the int8 models (default 200)")
+    parser.add_argument("--check-clips", type=int, default=1000,
+                        help="at most this many test clips for the checks (default 1000)")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.calibration_clips < 1 or args.check_clips < 1:
+        parser.error("--batch, --calibration-clips and --check-clips must be positive")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from pipeline.export import ExportError, export
+
+    try:
+        export(args.model, args.out, args.calibration, args.batch, args.calibration_clips,
+               args.check_clips)
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
