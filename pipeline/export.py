@@ -101,9 +101,11 @@ def _converter_problem(exc: Exception) -> str:
     import re
 
     text = str(exc)
-    ops = sorted(set(re.findall(r"'?tf\.([A-Z]\w+)'? op", text)))
-    if ops and ("not supported" in text or "failed to legalize" in text):
-        return "needs ops outside the TFLite builtins: " + ", ".join(ops)
+    ops = set(re.findall(r"'tf\.(\w+)' op", text))
+    for listed in re.findall(r"(?:Flex|Custom) ops: ([^\n]+)", text):
+        ops.update(o.strip() for o in listed.split(",") if o.strip())
+    if ops:
+        return "needs ops outside the TFLite builtins: " + ", ".join(sorted(ops))
     return "conversion failed: " + (" ".join(text.split())[:300] or type(exc).__name__)
 
 

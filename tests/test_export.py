@@ -1,0 +1,172 @@
+"""TFLite export of the tiny demo run: real conversions, LiteRT interpreters and clips."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.audio import fit_to_length, load_audio
+
+FILES = ["model_float.tflite", "model_dynamic.tflite", "model_batch_float.tflite",
+         "model_int8.tflite", "stream_float.tflite", "stream_int8.tflite"]
+_EXPORTS: dict[Path, Path] = {}
+
+
+def exported(run: Path, tmp_path_factory) -> Path:
+    """One export per test session, shared by the export and runtime tests."""
+    if run not in _EXPORTS:
+        from pipeline.export import export
+
+        out = tmp_path_factory.mktemp("export")
+        export(run, out, batch_size=8, calibration_clips=40, log=lambda line: None)
+        _EXPORTS[run] = out
+    return _EXPORTS[run]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_run, tmp_path_factory) -> Path:
+    return exported(tiny_run, tmp_path_factory)
+
+
+def demo_clips(demo_data: Path, n: int = 12) -> np.ndarray:
+    files = sorted(p for p in demo_data.glob("*/*.wav") if p.parent.name != "_background_noise_")
+    pick = files[:: max(1, len(files) // n)][:n]
+    return np.stack([fit_to_length(load_audio(f, 16000), 16000) for f in pick])
+
+
+def test_every_file_and_the_manifest(export_dir, tiny_run):
+    from pipeline.export import model_ops
+    from pipeline.params import load_model_info
+
+    fe, labels = load_model_info(tiny_run)
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted(FILES)
+    assert manifest["labels"] == labels == (export_dir / "labels.txt").read_text().split()
+    assert manifest["hop_samples"] == fe.step_samples and manifest["sample_rate"] == fe.sample_rate
+    for name, entry in manifest["files"].items():
+        content = (export_dir / name).read_bytes()
+        assert entry["bytes"] == len(content), name
+        assert not {"VAR_HANDLE", "READ_VARIABLE", "CUSTOM"} & set(model_ops(content, name))
+        assert 0 <= entry["accuracy"] <= 1
+        outputs = {o["name"]: o for o in entry["outputs"]}
+        assert outputs["probs"]["shape"] == [entry["batch"], len(labels)]
+        assert outputs["probs"]["dtype"] == "float32"
+    stream = manifest["files"]["stream_float.tflite"]
+    states = {s["input"]: s for s in stream["states"]}
+    assert states["audio_state"]["shape"] == [1, fe.context_samples]
+    assert states["h0_state"]["shape"] == states["h1_state"]["shape"] == [1, 16]
+    inputs = {i["name"]: i["shape"] for i in stream["inputs"]}
+    assert inputs == {"audio": [1, fe.step_samples], **{k: s["shape"] for k, s in states.items()}}
+    assert {o["name"] for o in stream["outputs"]} == {"probs", *(s["output"] for s in states.values())}
+    assert manifest["files"]["model_batch_float.tflite"]["inputs"][0]["shape"] == [8, 16000]
+
+
+def test_int8_files_hold_int8_weights_and_are_smaller(export_dir):
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in ("model_int8.tflite", "stream_int8.tflite"):
+        kinds = {d["dtype"] for d in Interpreter(str(export_dir / name)).get_tensor_details()}
+        assert np.int8 in kinds, name
+    size = {n: (export_dir / n).stat().st_size for n in FILES}
+    assert size["stream_int8.tflite"] < size["stream_float.tflite"]
+    assert size["model_dynamic.tflite"] < size["model_float.tflite"]
+
+
+def test_float_models_match_keras(export_dir, tiny_run, demo_data):
+    from pipeline.runs import load_run
+    from pipeline.runtime import ClipModel, StreamingModel
+
+    model, fe, _ = load_run(tiny_run)
+    x = demo_clips(demo_data)
+    expected = model.predict(x, verbose=0)
+    for name in ("model_float.tflite", "model_batch_float.tflite"):
+        got = ClipModel(export_dir / name).predict(x)  # 12 clips: one padded batch of 8
+        assert np.abs(got - expected).max() <= 1e-4, name
+        assert (got.argmax(1) == expected.argmax(1)).all(), name
+    stream = StreamingModel(export_dir / "stream_float.tflite")
+    last = np.stack([stream.run(clip)[-1] for clip in x])
+    assert np.abs(last - expected).max() <= 1e-4
+    assert (last.argmax(1) == expected.argmax(1)).all()
+
+
+def test_quantized_models_stay_close_to_float(export_dir, demo_data):
+    from pipeline.runtime import ClipModel, StreamingModel
+
+    x = demo_clips(demo_data)
+    reference = ClipModel(export_dir / "model_float.tflite").predict(x)
+    for name in ("model_dynamic.tflite", "model_int8.tflite"):
+        assert np.abs(ClipModel(export_dir / name).predict(x) - reference).max() < 0.1, name
+    stream = StreamingModel(export_dir / "stream_int8.tflite")
+    last = np.stack([stream.run(clip)[-1] for clip in x])
+    assert np.abs(last - reference).max() < 0.1
+
+
+def test_op_outside_builtins_fails_naming_it(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from pipeline.export import ExportError, convert, saved_model
+
+    audio = keras.Input((4,), batch_size=1, name="audio")
+    odd = keras.layers.Lambda(lambda a: tf.linalg.det(tf.reshape(a, [-1, 2, 2])), name="det")
+    model = keras.Model(audio, odd(audio))
+    with pytest.raises(ExportError, match="odd.tflite: needs ops outside the TFLite builtins: "
+                                          "MatrixDeterminant"):
+        convert(saved_model(model, ["probs"], tmp_path / "saved"), "odd.tflite")
+
+
+def test_variable_ops_are_rejected(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.export import ExportError, model_ops
+
+    class Counter(tf.Module):
+        def __init__(self):
+            self.count = tf.Variable(tf.zeros([1, 4]))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32, name="audio")])
+        def serve(self, audio):
+            self.count.assign_add(audio)
+            return {"probs": self.count + 0}
+
+    module = Counter()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+    content = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path)).convert()
+    with pytest.raises(ExportError, match="counter.tflite: needs ops outside the TFLite "
+                                          "builtins: .*VAR_HANDLE"):
+        model_ops(content, "counter.tflite")
+
+
+def test_mel_blocks_cover_the_filterbank_exactly():
+    from pipeline.export import mel_blocks
+    from pipeline.features import mel_matrix
+    from pipeline.params import FrontEnd
+
+    for fe in (FrontEnd(), FrontEnd(n_mels=64, window_ms=25)):
+        mel = mel_matrix(fe)
+        blocks = mel_blocks(mel)
+        covered = np.zeros_like(mel, bool)
+        for lo, hi, a, b in blocks:
+            assert (hi - lo) * (b - a) < 1024
+            covered[lo:hi, a:b] = True
+        assert covered[mel != 0].all()
+        assert [a for _, _, a, _ in blocks] == [0] + [b for _, _, _, b in blocks[:-1]]
+        assert blocks[-1][3] == fe.n_mels
+
+
+def test_missing_training_data_asks_for_calibration(tiny_run, tmp_path, capsys):
+    from scripts.export import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["source"] = str(tmp_path / "gone")
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["--model", str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "gone" in err and "--calibration" in err
+    assert not (tmp_path / "out").exists()
