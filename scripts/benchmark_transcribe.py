@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Measure batch transcription against a naive loop, in one run on one machine.
+
+  python scripts/benchmark_transcribe.py --model EXPORT_DIR/model_batch_float.tflite
+      [--clips DIR ...] [--n 5000] [--hours 1] [--out docs/benchmark_transcribe.md]
+
+Clips: the first N one-second clips of the folders (default: the two development folders)
+through scripts/transcribe.py's pipeline, against a loop that loads each file with librosa
+and calls the Keras model on it alone (timed on --baseline-n files). Long audio: a stream
+of --hours built from the clips and background noise, against the same naive loop over the
+Keras streaming model (timed on its first minute). Files are read once beforehand so both
+sides find them in the page cache. Writes a Markdown report and prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+DEV = Path("/work/shared/data")
+
+
+def clip_paths(folders: list[str], n: int) -> list[str]:
+    from pipeline.data import audio_files
+
+    paths = [str(p) for f in folders for p in audio_files(Path(f))
+             if "_background_noise_" not in p.parts]
+    return paths[:n]
+
+
+def naive_clips(run: str, paths: list[str]) -> float:
+    """Clips per second of librosa.load + one Keras call per file (predict_on_batch, the
+    fastest of the one-call ways: model(x) and model.predict(x) are 20-100x slower)."""
+    import librosa
+
+    from pipeline.audio import fit_to_length
+    from pipeline.runs import load_run
+
+    model, fe, _ = load_run(run)
+    model.predict_on_batch(fit_to_length(librosa.load(paths[0], sr=fe.sample_rate)[0],
+                                         fe.clip_samples)[None])
+    start = time.perf_counter()
+    for p in paths:
+        audio, _ = librosa.load(p, sr=fe.sample_rate)
+        model.predict_on_batch(fit_to_length(audio, fe.clip_samples)[None])
+    return len(paths) / (time.perf_counter() - start)
+
+
+def naive_stream(run: str, wav: str, seconds: float) -> float:
+    """Times real time of librosa.load + the Keras streaming model called hop by hop."""
+    import librosa
+    import numpy as np
+
+    from pipeline.runs import build_like, load_run
+
+    _, fe, _ = load_run(run)
+    model = build_like(run, "stream", 1)
+    states = [np.zeros(t.shape, np.float32) for t in model.inputs[1:]]
+    start = time.perf_counter()
+    audio, _ = librosa.load(wav, sr=fe.sample_rate, duration=seconds)
+    hop = fe.step_samples
+    for k in range(len(audio) // hop):
+        probs, *states = model.predict_on_batch([audio[None, k * hop:(k + 1) * hop], *states])
+    return len(audio) / fe.sample_rate / (time.perf_counter() - start)
+
+
+def ours(model_path: str, paths: list[str], threads: int, out: Path) -> dict:
+    from pipeline.transcribe import Settings, open_model, run_transcription
+
+    model = open_model(model_path, instances=threads)
+    s = run_transcription(model, [(p, None) for p in paths], out,
+                          Settings(decode_workers=threads))
+    return s.as_dict()
+
+
+def cli_wall(model_path: str, inputs: list[str], out: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "transcribe.py"), "--model",
+                    model_path, "--out", str(out), *inputs], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="exported .tflite clip model")
+    parser.add_argument("--keras", help="run directory for the naive loop (default: the run "
+                                        "named in the export's manifest)")
+    parser.add_argument("--clips", nargs="+", default=[str(DEV / "speech_commands_dev"),
+                                                       str(DEV / "speech_commands_test_dev")])
+    parser.add_argument("--noise", default=str(DEV / "speech_commands_dev/_background_noise_"))
+    parser.add_argument("--n", type=int, default=5000, help="clips to transcribe (5000)")
+    parser.add_argument("--baseline-n", type=int, default=300,
+                        help="clips timed for the naive loop (300)")
+    parser.add_argument("--hours", type=float, default=1.0, help="long recording length (1)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_transcribe.md"))
+    args = parser.parse_args(argv)
+
+    from pipeline.data import audio_files
+    from pipeline.io_utils import atomic_write_text
+    from pipeline.streamtest import build_stream, labelled_clips
+
+    manifest = json.loads((Path(args.model).parent / "manifest.json").read_text())
+    keras_run = args.keras or manifest["run"]
+    paths = clip_paths(args.clips, args.n)
+    for p in paths:
+        Path(p).read_bytes()
+    load_before = os.getloadavg()
+    result: dict = {"model": args.model, "keras_run": keras_run, "clips": len(paths),
+                    "threads": args.threads, "cpus": os.cpu_count(),
+                    "machine": platform.processor() or platform.machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours(args.model, paths[:256], args.threads, tmp / "warm.csv")
+        result["ours_clips"] = ours(args.model, paths, args.threads, tmp / "clips.csv")
+        listing = tmp / "clips.txt"
+        listing.write_text("\n".join(paths) + "\n")
+        result["cli_clips_wall_s"] = round(cli_wall(args.model, [f"@{listing}"],
+                                                    tmp / "cli.csv"), 3)
+        result["naive_clips_per_s"] = round(naive_clips(keras_run, paths[:args.baseline_n]), 1)
+
+        import soundfile as sf
+
+        clips = [c for split in ("train", "validation", "test") for folder in args.clips
+                 for c in labelled_clips(folder, split)]
+        audio, truths = build_stream(clips, audio_files(Path(args.noise)), args.hours * 3600)
+        wav = tmp / "long.wav"
+        sf.write(wav, audio, 16000, subtype="PCM_16")
+        del audio
+        wav.read_bytes()
+        result["ours_long"] = ours(args.model, [str(wav)], args.threads, tmp / "long.csv")
+        result["naive_long_x_real_time"] = round(naive_stream(keras_run, str(wav), 60.0), 1)
+    result["load_average"] = [round(x, 2) for x in load_before + os.getloadavg()]
+
+    c, lg = result["ours_clips"], result["ours_long"]
+    cli_rate = len(paths) / result["cli_clips_wall_s"]
+    result["clips_ratio"] = round(c["files_per_s"] / result["naive_clips_per_s"], 1)
+    result["long_ratio"] = round(lg["x_real_time"] / result["naive_long_x_real_time"], 1)
+    report = f"""# Batch transcription benchmark
+
+Written by `python scripts/benchmark_transcribe.py --model {args.model}` (numbers from one
+run on one machine: {result['cpus']} CPUs, {result['machine']}, {args.threads} threads; load
+average before/after {result['load_average'][:3]} / {result['load_average'][3:]}: the
+machine is shared, so absolute numbers move with the load, the ratios much less).
+
+| workload | transcribe.py pipeline | naive loop | ratio |
+| --- | --- | --- | --- |
+| {len(paths)} one-second clips | {c['files_per_s']:.0f} clips/s ({c['wall_s']:.2f} s) | {result['naive_clips_per_s']:.0f} clips/s | {result['clips_ratio']}x |
+| same, whole CLI process (start-up, imports, model load) | {cli_rate:.0f} clips/s ({result['cli_clips_wall_s']:.2f} s) | | |
+| {args.hours:g} h recording | {lg['x_real_time']:.0f}x real time ({lg['wall_s']:.2f} s, {lg['detections']} detections) | {result['naive_long_x_real_time']:.0f}x real time | {result['long_ratio']}x |
+
+Naive loop: `librosa.load` then one Keras `predict_on_batch` call per clip (timed on
+{args.baseline_n} clips);
+for the recording, `librosa.load` then the Keras streaming model called hop by hop (timed
+on its first minute). Pipeline: `{Path(args.model).name}` ({manifest['files'][Path(args.model).name]['batch']} clips per invoke), one
+interpreter per thread, decoding threads ahead of inference; the recording streams through
+the streaming model exported beside it.
+
+```json
+{json.dumps(result, indent=1)}
+```
+"""
+    atomic_write_text(Path(args.out), report)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

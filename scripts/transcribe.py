@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Label every recording given: clips get one row, longer recordings a timeline of commands.
+
+  python scripts/transcribe.py --model MODEL INPUT... [--out results.csv|results.jsonl]
+                               [--top-k K] [--threshold T] [--resume] [--plot DIR]
+
+MODEL is an exported .tflite (TensorFlow is not imported) or a run directory / .keras file.
+INPUT is a file, a directory (searched recursively for audio), a glob pattern, @LIST (a
+file with one path per line) or - (paths on standard input).
+
+Rows go to --out (CSV, or JSONL for .jsonl) or to standard output as CSV; each names its
+input in `path` and a failed file carries `error`. A summary line goes to standard error.
+Exit status: 0 when every file succeeded, 3 when some failed, 2 on a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help=".tflite file, run directory or .keras")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="files, directories, glob patterns, @list.txt or -")
+    parser.add_argument("--out", help="results.csv or results.jsonl (default: CSV on stdout)")
+    parser.add_argument("--top-k", type=int, default=3, help="labels listed per clip (3)")
+    parser.add_argument("--threshold", type=float,
+                        help="averaged probability a timeline detection needs (detector default)")
+    parser.add_argument("--window", type=float, dest="average_window_s",
+                        help="moving-average window of the timeline in seconds")
+    parser.add_argument("--suppression", type=float, dest="suppression_s",
+                        help="seconds after a detection during which no other is reported")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip files already in --out (failed ones are tried again)")
+    parser.add_argument("--plot", help="folder for a timeline PNG per long recording")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="model instances / decoding threads (default: CPU count)")
+    parser.add_argument("--batch", type=int, default=256, help="clips per inference batch")
+    parser.add_argument("--summary-json", action="store_true",
+                        help="end with the summary as one JSON line on standard error")
+    args = parser.parse_args(argv)
+    if args.top_k < 1 or args.batch < 1 or args.threads < 1:
+        parser.error("--top-k, --batch and --threads must be at least 1")
+    if args.resume and not args.out:
+        parser.error("--resume needs --out")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        parser.error("--threshold must be between 0 and 1")
+
+    from pipeline.transcribe import (EXIT_SOME_FAILED, Settings, expand_inputs, open_model,
+                                     run_transcription)
+
+    try:
+        model = open_model(args.model, instances=args.threads)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    settings = Settings(top_k=args.top_k, threshold=args.threshold,
+                        average_window_s=args.average_window_s, suppression_s=args.suppression_s,
+                        batch=args.batch, decode_workers=args.threads,
+                        plot_dir=Path(args.plot) if args.plot else None)
+    progress = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        def progress(total: int):
+            return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
+    out = Path(args.out) if args.out else None
+    try:
+        summary = run_transcription(model, expand_inputs(args.inputs), out, settings,
+                                    resume=args.resume, progress=progress)
+    except KeyboardInterrupt:
+        print("interrupted: finished rows are in the output; --resume continues",
+              file=sys.stderr)
+        return 130
+    print(summary.line(), file=sys.stderr)
+    if args.summary_json:
+        print(json.dumps(summary.as_dict()), file=sys.stderr)
+    return EXIT_SOME_FAILED if summary.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Batch transcription on real files with a real exported model: inputs, robustness,
+outputs, resume, long recordings."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline.audio import load_audio
+from pipeline.transcribe import (EXIT_SOME_FAILED, RowWriter, Settings, _pcm16_wav,
+                                 expand_inputs, open_model, prepare_resume, read_audio,
+                                 read_rows, run_transcription)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "transcribe.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_export")
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--model", str(tiny_run),
+                    "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    return out
+
+
+@pytest.fixture(scope="session")
+def clip_model(tiny_export) -> Path:
+    return tiny_export / "model_batch_float.tflite"
+
+
+def _demo_clip(demo_data: Path, word: str = "yes", i: int = 0) -> Path:
+    return sorted((demo_data / word).glob("*.wav"))[i]
+
+
+@pytest.fixture(scope="session")
+def odd_files(demo_data, tmp_path_factory) -> dict[str, Path]:
+    """Real files for every case the issue lists, except the one-hour recording."""
+    d = tmp_path_factory.mktemp("odd")
+    src = _demo_clip(demo_data)
+    clip, sr = sf.read(src, dtype="float32")
+    good = d / "good.wav"
+    shutil.copy(src, good)
+    files = {"good": good}
+
+    files["empty"] = d / "empty.wav"
+    files["empty"].write_bytes(b"")
+    files["zero_length"] = d / "zero_length.wav"
+    sf.write(files["zero_length"], np.zeros(0, np.int16), sr, subtype="PCM_16")
+    raw = src.read_bytes()
+    files["truncated_header"] = d / "truncated_header.wav"
+    files["truncated_header"].write_bytes(raw[:30])
+    corrupt = bytearray(raw)
+    corrupt[20:22] = (0x1234).to_bytes(2, "little")  # format tag nobody knows
+    files["corrupt_header"] = d / "corrupt_header.wav"
+    files["corrupt_header"].write_bytes(bytes(corrupt))
+    files["text"] = d / "text.wav"
+    files["text"].write_text("this is not audio\n" * 50)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(1, 1))
+    files["image"] = d / "image.wav"
+    fig.savefig(files["image"], format="png")
+    plt.close(fig)
+    files["missing"] = d / "missing.wav"
+    bad = clip.copy()
+    bad[100] = np.nan
+    files["nan"] = d / "nan.wav"
+    sf.write(files["nan"], bad, sr, subtype="FLOAT")
+    bad[100] = np.inf
+    files["inf"] = d / "inf.wav"
+    sf.write(files["inf"], bad, sr, subtype="FLOAT")
+
+    import soxr
+
+    files["stereo_8k"] = d / "stereo_8k.wav"
+    low = soxr.resample(clip, sr, 8000)
+    sf.write(files["stereo_8k"], np.stack([low, 0.5 * low], 1), 8000, subtype="PCM_16")
+    files["pcm24"] = d / "pcm24.wav"
+    sf.write(files["pcm24"], clip, sr, subtype="PCM_24")
+    files["float_48k"] = d / "float_48k.wav"
+    sf.write(files["float_48k"], soxr.resample(clip, sr, 48000), 48000, subtype="FLOAT")
+    files["flac"] = d / "clip.flac"
+    sf.write(files["flac"], clip, sr, format="FLAC")
+    return files
+
+
+EXPECTED_ERRORS = {"empty": "empty file", "zero_length": "zero length",
+                   "truncated_header": "cannot decode", "corrupt_header": "cannot decode",
+                   "text": "cannot decode", "image": "cannot decode",
+                   "missing": "file not found", "nan": "NaN or infinite",
+                   "inf": "NaN or infinite"}
+
+
+def _cli(args: list[str], prefix: list[str] | None = None, stdin: str | None = None,
+         check_tf: bool = False) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter; check_tf fails the run if TensorFlow got imported."""
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "finally:\n" + ("    assert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
+                            if check_tf else "    pass\n"))
+    return subprocess.run((prefix or []) + [sys.executable, "-c", code, str(SCRIPT)] + args,
+                          capture_output=True, text=True, input=stdin, cwd=ROOT)
+
+
+def _csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_every_odd_file_gets_one_row_and_the_run_continues(odd_files, clip_model, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    paths = [str(p) for p in odd_files.values()]
+    r = _cli(["--model", str(clip_model), "--out", str(out), *paths], check_tf=True)
+    assert r.returncode == EXIT_SOME_FAILED, r.stderr
+    rows = read_rows(out)
+    by_path = {}
+    for row in rows:
+        assert row["path"] not in by_path, f"two rows for {row['path']}"
+        by_path[row["path"]] = row
+    assert set(by_path) == set(paths)
+    for name, p in odd_files.items():
+        row = by_path[str(p)]
+        if name in EXPECTED_ERRORS:
+            assert row["kind"] == "error" and EXPECTED_ERRORS[name] in row["error"], (name, row)
+            assert "\n" not in row["error"]
+        else:
+            assert row["kind"] == "clip" and "error" not in row, (name, row)
+            assert abs(row["duration_s"] - sf.info(odd_files["good"]).duration) < 0.01, name
+    # Converted copies of one clip must be heard as that clip.
+    ref = by_path[str(odd_files["good"])]
+    for name in ("pcm24", "float_48k", "flac"):
+        row = by_path[str(odd_files[name])]
+        assert row["label"] == ref["label"] and abs(row["score"] - ref["score"]) < 0.02, name
+    assert len(by_path[str(odd_files["good"])]["top_k"]) == 3
+    assert f"{len(EXPECTED_ERRORS)} errors" in r.stderr
+
+
+def test_exit_status_zero_when_all_succeed_and_csv_on_stdout(odd_files, clip_model):
+    good = [str(odd_files[n]) for n in ("good", "stereo_8k", "pcm24")]
+    r = _cli(["--model", str(clip_model), "--top-k", "2", *good])
+    assert r.returncode == 0, r.stderr
+    rows = _csv_rows(r.stdout)
+    assert [row["path"] for row in rows] == good
+    for row in rows:
+        top = row["top_k"].split()
+        assert len(top) == 2 and top[0].split(":")[0] == row["label"]
+        assert float(row["score"]) >= float(top[1].split(":")[1])
+    assert "3 files" in r.stderr and "0 errors" in r.stderr
+
+
+def test_unreadable_file_is_an_error_row(odd_files, clip_model, tmp_path):
+    """chmod 000 does not stop root, so as root the CLI runs with the capabilities that
+    bypass file permissions (DAC override, DAC read search) dropped: root is then bound by
+    the mode bits like anyone else and the file really cannot be opened."""
+    locked = tmp_path / "locked.wav"
+    shutil.copy(odd_files["good"], locked)
+    locked.chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    out = tmp_path / "rows.csv"
+    r = _cli(["--model", str(clip_model), "--out", str(out), str(locked),
+              str(odd_files["good"])], prefix=prefix)
+    rows = {row["path"]: row for row in read_rows(out)}
+    assert r.returncode == EXIT_SOME_FAILED, r.stderr
+    assert rows[str(locked)]["kind"] == "error"
+    assert "permission denied" in rows[str(locked)]["error"]
+    assert rows[str(odd_files["good"])]["kind"] == "clip"
+
+
+def test_inputs_directories_globs_lists_and_stdin(demo_data, tmp_path):
+    yes = sorted(str(p) for p in (demo_data / "yes").glob("*.wav"))
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# a comment\n{yes[0]}\n\n{yes[1]}\n")
+    (tmp_path / "notes.txt").write_text("not audio")
+    items = list(expand_inputs([str(demo_data / "yes"), str(demo_data / "no" / "*.wav"),
+                                f"@{listed}", "-", str(tmp_path / "nothing*.wav"),
+                                f"@{tmp_path / 'no_list.txt'}", str(tmp_path)],
+                               stdin=io.StringIO(f"{yes[2]}\n{tmp_path / 'absent.wav'}\n")))
+    paths = [p for p, _ in items]
+    assert paths[:len(yes)] == yes  # a directory, recursively, sorted
+    no = sorted(str(p) for p in (demo_data / "no").glob("*.wav"))
+    assert paths[len(yes):len(yes) + len(no)] == no  # a glob
+    assert len(paths) == len(set(paths))  # list and stdin entries already seen are not repeated
+    assert (str(tmp_path / "absent.wav"), None) in items  # passed on to get its error row
+    problems = dict(items)
+    assert problems[str(tmp_path / "nothing*.wav")] == "no files match this pattern"
+    assert "cannot read path list" in problems[f"@{tmp_path / 'no_list.txt'}"]
+    assert str(tmp_path / "notes.txt") not in paths  # directories yield audio only
+
+
+def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
+    clip, sr = sf.read(_demo_clip(demo_data, "no"), dtype="float32")
+    cases = {"mono": (clip, sr), "stereo_8k": (np.stack([clip[::2], -clip[::2]], 1), 8000)}
+    for name, (data, rate) in cases.items():
+        p = tmp_path / f"{name}.wav"
+        sf.write(p, data, rate, subtype="PCM_16")
+        assert _pcm16_wav(p.read_bytes()) is not None, name
+        np.testing.assert_array_equal(read_audio(str(p), 16000), load_audio(p, 16000))
+    # An extra chunk before the data, an odd-length one, is skipped like soundfile does.
+    raw = (tmp_path / "mono.wav").read_bytes()
+    extra = b"LIST" + (3).to_bytes(4, "little") + b"abc\0"
+    p = tmp_path / "with_list.wav"
+    p.write_bytes(raw[:4] + (int.from_bytes(raw[4:8], "little") + len(extra)).to_bytes(4, "little")
+                  + raw[8:36] + extra + raw[36:])
+    np.testing.assert_array_equal(read_audio(str(p), 16000), load_audio(p, 16000))
+    # Anything else is left to soundfile.
+    p24 = tmp_path / "pcm24.wav"
+    sf.write(p24, clip, sr, subtype="PCM_24")
+    assert _pcm16_wav(p24.read_bytes()) is None
+    assert _pcm16_wav(raw[:-100]) is None  # truncated data
+
+
+def test_resume_skips_finished_files_and_redoes_failed_and_cut_ones(demo_data, clip_model,
+                                                                     tmp_path):
+    files = sorted(str(p) for p in (demo_data / "up").glob("*.wav"))[:6]
+    missing = str(tmp_path / "later.wav")
+    out = tmp_path / "rows.csv"
+    model = open_model(clip_model)
+    first = run_transcription(model, [(p, None) for p in files[:4] + [missing]], out,
+                              Settings(batch=2))
+    assert (first.clips, first.errors) == (4, 1)
+    # An interrupted run: the last clip row is cut half way through.
+    text = out.read_text()
+    out.write_text(text[:text.rstrip("\n").rfind("\n") + 1] + files[3] + ",cl")
+    shutil.copy(files[5], missing)
+    second = run_transcription(model, [(p, None) for p in files + [missing]], out,
+                               Settings(batch=2), resume=True)
+    assert (second.files, second.errors) == (4, 0)  # files[3], files[4], files[5], missing
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(files + [missing])
+    assert all(r["kind"] == "clip" for r in rows)
+    assert prepare_resume(out) == set(files + [missing])
+
+
+def test_jsonl_and_csv_writers_round_trip(tmp_path):
+    row = {"path": "a,b \"c\".wav", "kind": "clip", "label": "yes", "score": 0.9,
+           "top_k": [{"label": "yes", "score": 0.9}, {"label": "no", "score": 0.05}],
+           "duration_s": 1.0}
+    for name in ("r.csv", "r.jsonl"):
+        w = RowWriter(tmp_path / name)
+        w.write(row)
+        w.close()
+        back = read_rows(tmp_path / name)[0]
+        assert back["path"] == row["path"] and back["label"] == "yes"
+    assert json.loads((tmp_path / "r.jsonl").read_text())["top_k"][1] == {"label": "no",
+                                                                          "score": 0.05}
+    assert read_rows(tmp_path / "r.csv")[0]["top_k"] == "yes:0.9 no:0.05"
+
+
+def _sparse_recording(demo_data: Path, seconds: float, rate: int, words: list[tuple[float, str]]
+                      ) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(round(seconds * rate)) * 0.002).astype(np.float32)
+    for at, word in words:
+        clip = load_audio(_demo_clip(demo_data, word, 1), rate)
+        start = round(at * rate)
+        audio[start:start + len(clip)] += clip
+    return audio
+
+
+def test_long_recording_timeline_rows_and_plot(demo_data, clip_model, tmp_path):
+    words = [(2.0, "yes"), (5.0, "no"), (8.0, "left"), (11.0, "stop"), (14.0, "go")]
+    rec = tmp_path / "rec.wav"
+    sf.write(rec, _sparse_recording(demo_data, 17.0, 16000, words), 16000, subtype="PCM_16")
+    out = tmp_path / "rows.csv"
+    r = _cli(["--model", str(clip_model), "--out", str(out), "--threshold", "0.3",
+              "--plot", str(tmp_path / "plots"), str(rec)], check_tf=True)
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    summary = rows[-1]
+    detections = rows[:-1]
+    assert summary["kind"] == "recording" and float(summary["duration_s"]) == 17.0
+    assert int(summary["detections"]) == len(detections)
+    for d in detections:
+        assert d["kind"] == "detection" and d["path"] == str(rec)
+        assert 0 <= float(d["start_s"]) < float(d["end_s"]) <= 17.0
+        assert float(d["score"]) > 0.3
+    pngs = list((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 1
+    import matplotlib.image
+
+    assert matplotlib.image.imread(pngs[0]).shape[1] >= 1000
+
+
+def test_one_hour_recording(demo_data, clip_model, tmp_path):
+    """Sparse speech at 8 kHz (58 MB): decoded, resampled and streamed end to end."""
+    words = [(600.0 * k + 30, w) for k, w in enumerate(["yes", "no", "up", "down", "left", "right"])]
+    rec = tmp_path / "hour.wav"
+    sf.write(rec, _sparse_recording(demo_data, 3600.0, 8000, words), 8000, subtype="PCM_16")
+    out = tmp_path / "rows.jsonl"
+    summary = run_transcription(open_model(clip_model), [(str(rec), None)], out, Settings())
+    rows = read_rows(out)
+    assert summary.recordings == 1 and summary.errors == 0
+    assert rows[-1]["kind"] == "recording" and rows[-1]["duration_s"] == 3600.0
+    assert len(rows) - 1 == rows[-1]["detections"] == summary.detections
+    assert all(0 <= r["start_s"] < r["end_s"] <= 3600 for r in rows[:-1])
+
+
+def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_model):
+    items = [(str(odd_files[n]), None) for n in ("good", "pcm24", "float_48k")]
+    keras_model, tfl_model = open_model(tiny_run), open_model(clip_model)
+    clips = np.stack([load_audio(p, 16000)[:16000] for p, _ in items])
+    np.testing.assert_allclose(keras_model.predict(clips), tfl_model.predict(clips), atol=1e-4)
