@@ -27,6 +27,8 @@ from pipeline.runtime import MANIFEST, SIGNATURE, ClipModel, StreamingModel, ope
 ROOT = Path(__file__).resolve().parents[1]
 # Builtin in name, but they need resource variables that mobile interpreters do not set up.
 VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
+FILES_ORDER = ("model_float.tflite", "model_dynamic.tflite", "model_int8.tflite",
+               "model_batch_float.tflite", "stream_float.tflite", "stream_int8.tflite")
 FLOAT_TOLERANCE = 1e-4      # max |p_tflite - p_keras| for the float clip models
 FLOAT_AGREEMENT = 0.999     # share of clips with the same top-1 as Keras
 STREAM_AGREEMENT = 0.99     # float streaming model vs the clip model, top-1
