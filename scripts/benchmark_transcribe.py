@@ -81,6 +81,26 @@ def ours(model_path: str, paths: list[str], threads: int, out: Path) -> dict:
     return s.as_dict()
 
 
+def stages(model_path: str, paths: list[str]) -> dict:
+    """Decoding alone (one thread) and inference alone (one interpreter), per second."""
+    import numpy as np
+
+    from pipeline.transcribe import open_model, read_audio
+
+    model = open_model(model_path)
+    start = time.perf_counter()
+    audio = [read_audio(p, model.front_end.sample_rate) for p in paths]
+    decode = len(paths) / (time.perf_counter() - start)
+    batch = np.zeros((len(audio), model.front_end.clip_samples), np.float32)
+    for i, a in enumerate(audio):
+        batch[i, :min(len(a), batch.shape[1])] = a[:batch.shape[1]]
+    model.predict(batch[:64])
+    start = time.perf_counter()
+    model.predict(batch)
+    return {"decode_clips_per_s_1_thread": round(decode, 1),
+            "infer_clips_per_s_1_interpreter": round(len(audio) / (time.perf_counter() - start), 1)}
+
+
 def cli_wall(model_path: str, inputs: list[str], out: Path) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "scripts" / "transcribe.py"), "--model",
@@ -126,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         listing.write_text("\n".join(paths) + "\n")
         result["cli_clips_wall_s"] = round(cli_wall(args.model, [f"@{listing}"],
                                                     tmp / "cli.csv"), 3)
+        result["stages"] = stages(args.model, paths[:1024])
         result["naive_clips_per_s"] = round(naive_clips(keras_run, paths[:args.baseline_n]), 1)
 
         import soundfile as sf
@@ -157,6 +178,10 @@ machine is shared, so absolute numbers move with the load, the ratios much less)
 | {len(paths)} one-second clips | {c['files_per_s']:.0f} clips/s ({c['wall_s']:.2f} s) | {result['naive_clips_per_s']:.0f} clips/s | {result['clips_ratio']}x |
 | same, whole CLI process (start-up, imports, model load) | {cli_rate:.0f} clips/s ({result['cli_clips_wall_s']:.2f} s) | | |
 | {args.hours:g} h recording | {lg['x_real_time']:.0f}x real time ({lg['wall_s']:.2f} s, {lg['detections']} detections) | {result['naive_long_x_real_time']:.0f}x real time | {result['long_ratio']}x |
+
+Where the clip time goes: decoding alone {result['stages']['decode_clips_per_s_1_thread']:.0f}
+clips/s on one thread, inference alone {result['stages']['infer_clips_per_s_1_interpreter']:.0f}
+clips/s on one interpreter.
 
 Naive loop: `librosa.load` then one Keras `predict_on_batch` call per clip (timed on
 {args.baseline_n} clips);

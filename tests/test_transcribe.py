@@ -316,3 +316,26 @@ def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_mod
     keras_model, tfl_model = open_model(tiny_run), open_model(clip_model)
     clips = np.stack([load_audio(p, 16000)[:16000] for p, _ in items])
     np.testing.assert_allclose(keras_model.predict(clips), tfl_model.predict(clips), atol=1e-4)
+
+
+def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny_run,
+                                                                  tiny_export):
+    """The batched timeline runs K segments side by side, each after a warm-up of the audio
+    before it; every lane must equal the exported streaming model run on that audio alone."""
+    from pipeline.runtime import StreamingModel
+    from pipeline.transcribe import _KerasStream, chunked_stream
+
+    audio = _sparse_recording(demo_data, 7.3, 16000, [(1.0, "yes"), (4.0, "no")])
+    lanes, warmup = 3, 10
+    got = chunked_stream(_KerasStream(tiny_run, lanes), audio, warmup)
+    single = StreamingModel(tiny_export / "stream_float.tflite")
+    hop = single.hop_samples
+    n = -(-len(audio) // hop)
+    assert got.shape == (n, len(single.labels))
+    seg = -(-n // lanes)
+    padded = np.concatenate([np.zeros(warmup * hop, np.float32), audio,
+                             np.zeros(lanes * seg * hop - len(audio), np.float32)])
+    for k in range(lanes):
+        alone = single.run(padded[k * seg * hop:(k * seg + warmup + seg) * hop])[warmup:]
+        mine = got[k * seg:(k + 1) * seg]
+        np.testing.assert_allclose(mine, alone[:len(mine)], atol=2e-4)
