@@ -56,11 +56,13 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def fit_to_length(audio: np.ndarray, n: int) -> np.ndarray:
-    """Pad with zeros, or keep the loudest n-sample window of a longer clip."""
+    """Centre a short clip in zeros (where a word sits in a one-second recording), or keep
+    the loudest n-sample window of a longer one."""
     if len(audio) == n:
         return audio
     if len(audio) < n:
-        return np.pad(audio, (0, n - len(audio)))
+        pad = n - len(audio)
+        return np.pad(audio, (pad // 2, pad - pad // 2))
     energy = np.cumsum(np.concatenate([[0.0], audio.astype(np.float64) ** 2]))
     start = int(np.argmax(energy[n:] - energy[:-n]))
     return audio[start:start + n]
