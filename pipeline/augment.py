@@ -23,10 +23,17 @@ def noise_crop(noise: tf.Tensor, fe: FrontEnd, seed) -> tf.Tensor:
     return noise[which, start:start + fe.clip_samples]
 
 
-def make_silence(noise, fe: FrontEnd, volume: float, seed) -> tf.Tensor:
+def _rms(x):
+    return tf.sqrt(tf.reduce_mean(tf.square(x)) + 1e-12)
+
+
+def make_silence(noise, fe: FrontEnd, dbfs: tuple[float, float], seed) -> tf.Tensor:
+    """A noise cut at an RMS level drawn uniformly in dBFS: levels are set in absolute
+    terms so they do not depend on how loud the noise recordings happen to be."""
     if noise.shape[0] == 0:
         return tf.zeros([fe.clip_samples])
-    return noise_crop(noise, fe, seed) * _uniform(seed, 3, 0.0, volume)
+    crop = noise_crop(noise, fe, seed)
+    return crop * (10 ** (_uniform(seed, 3, *dbfs) / 20) / _rms(crop))
 
 
 def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor:
@@ -43,11 +50,12 @@ def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor
     if cfg["gain_db"]:
         wave = wave * 10 ** (_uniform(seed, 5, -cfg["gain_db"], cfg["gain_db"]) / 20)
     if noise.shape[0]:
-        mixed = wave + noise_crop(noise, fe, seed + [0, 6]) * _uniform(seed, 7, 0.0,
-                                                                     cfg["noise_volume"])
+        crop = noise_crop(noise, fe, seed + [0, 6])
+        snr = _uniform(seed, 7, *cfg["noise_snr_db"])
+        mixed = wave + crop * (_rms(wave) / (_rms(crop) * 10 ** (snr / 20)))
         add = _uniform(seed, 8) < cfg["noise_prob"]
         wave = tf.where(add, mixed, wave)
-        wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_volume"], seed), wave)
+        wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_dbfs"], seed), wave)
     return tf.clip_by_value(wave, -1.0, 1.0)
 
 

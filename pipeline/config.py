@@ -37,8 +37,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "augment": {
         "noise_prob": 0.8,         # chance a training clip gets background noise mixed in
-        "noise_volume": 0.1,       # peak noise gain, drawn uniformly in [0, noise_volume]
-        "silence_volume": 1.0,     # peak gain of the noise that makes _silence_ clips
+        "noise_snr_db": [0.0, 20.0],    # speech-to-noise ratio of mixed-in noise, uniform in dB
+        "silence_dbfs": [-70.0, -10.0],  # RMS level of _silence_ clips cut from the noise
         "time_shift_ms": 100.0,    # random shift in [-x, x]
         "gain_db": 6.0,            # random gain in [-x, x] dB
         "speed": 0.0,              # speed perturbation: factor drawn in [1 - x, 1 + x]
@@ -143,6 +143,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
         raise ConfigError(f"front_end: {exc}") from None
     if not cfg["model"]["units"] or not all(isinstance(u, int) and u > 0 for u in cfg["model"]["units"]):
         raise ConfigError(f"model.units: expected a list of positive integers, got {cfg['model']['units']!r}")
+    for key in ("noise_snr_db", "silence_dbfs"):
+        pair = cfg["augment"][key]
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) for v in pair) \
+                or pair[0] > pair[1]:
+            raise ConfigError(f"augment.{key}: expected [low, high], got {pair!r}")
+        cfg["augment"][key] = [float(v) for v in pair]
     if cfg["data"]["silence_fraction"] >= 1 or cfg["data"]["unknown_fraction"] >= 1:
         raise ConfigError("data.silence_fraction and data.unknown_fraction must be below 1")
     return cfg

@@ -133,7 +133,7 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
     silence = labels.index(SILENCE) if SILENCE in labels else -1
     for s in splits:
         for x, y in eval_batches(source.waves(s), fe, source.noise,
-                                 cfg["augment"]["silence_volume"], silence, 64, cfg["seed"] + 1):
+                                 cfg["augment"]["silence_dbfs"], silence, 64, cfg["seed"] + 1):
             y_pred.append(predict_batch(x.numpy()).argmax(1))
             y_true.append(y.numpy())
     if not y_true:

@@ -68,7 +68,7 @@ def training_batches(waves: tf.data.Dataset, size: int, fe: FrontEnd, noise: np.
     return ds.prefetch(AUTOTUNE)
 
 
-def eval_batches(waves: tf.data.Dataset, fe: FrontEnd, noise: np.ndarray, silence_volume: float,
+def eval_batches(waves: tf.data.Dataset, fe: FrontEnd, noise: np.ndarray, silence_dbfs: list[float],
                  silence_index: int, batch_size: int, seed: int) -> tf.data.Dataset:
     """Generated _silence_ clips get a fixed noise cut per position, so scores repeat."""
     noise_t = tf.constant(noise)
@@ -77,7 +77,7 @@ def eval_batches(waves: tf.data.Dataset, fe: FrontEnd, noise: np.ndarray, silenc
         wave, label = pair
         s = tf.stack([tf.constant(seed, tf.int32), tf.cast(i, tf.int32)])
         is_gen = (label == silence_index) & tf.reduce_all(wave == 0)
-        return tf.where(is_gen, make_silence(noise_t, fe, silence_volume, s), wave), label
+        return tf.where(is_gen, make_silence(noise_t, fe, silence_dbfs, s), wave), label
 
     return waves.enumerate().map(fill, num_parallel_calls=AUTOTUNE).batch(batch_size) \
         .prefetch(AUTOTUNE)

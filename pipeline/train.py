@@ -99,7 +99,7 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
                                 cfg["augment"], silence, len(labels), t["batch_size"],
                                 cfg["seed"])
     def evaluation(split):
-        return eval_batches(data.waves(split), fe, noise, cfg["augment"]["silence_volume"],
+        return eval_batches(data.waves(split), fe, noise, cfg["augment"]["silence_dbfs"],
                             silence, t["batch_size"], cfg["seed"] + 1)
     val_ds = evaluation("validation")
 
