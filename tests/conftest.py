@@ -1,13 +1,11 @@
 """Shared fixtures: the demo sample and one tiny model trained on it once per session."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "demo" / "speech_commands_sample"

@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import DEMO, ROOT, TINY
 
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _epochs(run: Path) -> list[int]:
@@ -23,7 +22,7 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"
     cmd = TRAIN + ["--data", str(DEMO), "--out", str(run), "--quiet",
                    *[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=6"]
-    first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None:
         if (run / "history.csv").exists() and len(_epochs(run)) >= 2:
@@ -35,7 +34,7 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     done_before = _epochs(run)
     assert 2 <= len(done_before) < 6
 
-    second = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     started = [line for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert started[0] != "Epoch 1/6", "resumed run started over"
@@ -69,12 +68,12 @@ def test_bad_config_fails_before_any_work(tmp_path):
     bad.write_text("model:\n  name: gru\n  unitz: [8]\n")
     out = tmp_path / "run"
     result = subprocess.run(TRAIN + ["--config", str(bad), "--data", str(DEMO), "--out", str(out)],
-                            env=ENV, capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "unknown config key: model.unitz" in result.stderr
     assert not out.exists()
     result = subprocess.run(TRAIN + ["--data", str(DEMO), "--out", str(out), "train.epochs=many"],
-                            env=ENV, capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "train.epochs: expected int" in result.stderr
 
 
