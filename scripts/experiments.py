@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.time()
         metrics = train(cfg, args.data, run, verbose=2)
         rep, _ = evaluate(run, args.test)
-        row = {"name": name, "overrides": overrides, "parameters": metrics["parameters"],
+        row = {"name": name, "data": Path(args.data).name, "overrides": overrides, "parameters": metrics["parameters"],
                "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
                "val_accuracy": round(metrics["validation"]["accuracy"], 4),
                "test_accuracy": round(rep["accuracy"], 4), "n_test": rep["n"],
@@ -57,17 +57,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_table(results: Path, table: Path) -> None:
-    """Markdown rows between the markers of an existing page, or a new page."""
+    """Markdown rows between the page's markers for this results file (named by its stem),
+    so one page can hold several tables; markers are appended when missing."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    lines = ["| recipe | overrides | params | val acc | test acc | epochs | train s | s/epoch |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| recipe | data | overrides | params | val acc | test acc | epochs | train s | s/epoch |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         over = "; ".join(r["overrides"]).replace("|", "\\|") or "(config as is)"
-        lines.append(f"| {r['name']} | `{over}` | {r['parameters']:,} | {r['val_accuracy']:.3f} "
+        lines.append(f"| {r['name']} | {r.get('data', '')} | `{over}` | {r['parameters']:,} | {r['val_accuracy']:.3f} "
                      f"| {r['test_accuracy']:.3f} | {r['epochs']} | {r['train_seconds']:.0f} "
                      f"| {r['train_seconds'] / max(1, r['epochs']):.1f} |")
-    start, end = "<!-- results -->", "<!-- /results -->"
-    text = table.read_text() if table.exists() else f"{start}\n{end}\n"
+    start, end = f"<!-- results:{results.stem} -->", f"<!-- /results:{results.stem} -->"
+    text = table.read_text() if table.exists() else ""
+    if start not in text:
+        text += f"{start}\n{end}\n"
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     from pipeline.io_utils import atomic_write_text
