@@ -7,7 +7,6 @@ the .tflite file, which scripts/export.py writes.
 from __future__ import annotations
 
 import json
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +126,10 @@ class StreamingModel:
     """One hop of new audio plus state in, probabilities plus new state out.
 
     The state (the audio overlap the next frame needs and each recurrent layer's hidden
-    state) lives here between calls; reset() returns it to the initial values."""
+    state) lives here between calls; reset() returns it to the initial values. A file
+    exported with a fixed batch K (stream_batch_float.tflite) runs K independent streams
+    per invoke, one per row of every input: a long recording cut into K lanes costs one
+    interpreter call per hop instead of K."""
 
     def __init__(self, path: str | Path, num_threads: int = 1):
         manifest, entry = read_manifest(path)
@@ -154,9 +156,10 @@ class StreamingModel:
                    if n not in sig.inputs and n not in sig.outputs]
         if missing or "audio" not in sig.inputs or "probs" not in sig.outputs:
             raise ModelError(f"{where}: model lacks tensors {missing or ['audio', 'probs']}")
-        if sig.shapes["audio"] != (1, self.hop_samples):
+        self.batch = sig.shapes["audio"][0]
+        if sig.shapes["audio"] != (self.batch, self.hop_samples):
             raise ModelError(f"{where}: audio input is {list(sig.shapes['audio'])}, expected "
-                             f"[1, {self.hop_samples}]")
+                             f"[batch, {self.hop_samples}]")
         self._io = [(sig.inputs[i], sig.outputs[o]) for i, o, _, _ in self._states]
         self._audio, self._probs = sig.inputs["audio"], sig.outputs["probs"]
         self.reset()
@@ -171,26 +174,35 @@ class StreamingModel:
         return {s[0]: v for s, v in zip(self._states, self._values)}
 
     def step(self, hop: np.ndarray) -> np.ndarray:
+        """[hop_samples] -> [n_labels]; with batch K, [K, hop_samples] -> [K, n_labels]."""
         it = self._sig.interpreter
-        it.set_tensor(self._audio, np.asarray(hop, np.float32).reshape(1, self.hop_samples))
+        it.set_tensor(self._audio, np.asarray(hop, np.float32).reshape(self.batch,
+                                                                       self.hop_samples))
         for (i, _), value in zip(self._io, self._values):
             it.set_tensor(i, value)
         it.invoke()
         self._values = [it.get_tensor(o) for _, o in self._io]
-        return it.get_tensor(self._probs)[0]
+        probs = it.get_tensor(self._probs)
+        return probs[0] if self.batch == 1 else probs
 
     def run(self, audio: np.ndarray, reset: bool = True) -> np.ndarray:
         """Per-hop probabilities [n_hops, n_labels] over a whole signal; a last partial hop
-        is zero-padded. reset=False continues from the current state (a live stream)."""
+        is zero-padded. reset=False continues from the current state (a live stream).
+        With batch K: up to K signals [n, samples] -> [n, n_hops, n_labels] (unused lanes
+        are fed zeros)."""
         if reset:
             self.reset()
-        audio = np.asarray(audio, np.float32).reshape(-1)
-        n = -(-len(audio) // self.hop_samples)
-        audio = np.pad(audio, (0, n * self.hop_samples - len(audio)))
-        out = np.empty((n, len(self.labels)), np.float32)
+        audio = np.asarray(audio, np.float32)
+        lanes = audio.reshape(1, -1) if self.batch == 1 else audio
+        if lanes.ndim != 2 or len(lanes) > self.batch:
+            raise ValueError(f"expected at most {self.batch} signals, got {list(audio.shape)}")
+        n = -(-lanes.shape[1] // self.hop_samples)
+        padded = np.zeros((self.batch, n * self.hop_samples), np.float32)
+        padded[:len(lanes), :lanes.shape[1]] = lanes
+        out = np.empty((n, self.batch, len(self.labels)), np.float32)
         for k in range(n):
-            out[k] = self.step(audio[k * self.hop_samples:(k + 1) * self.hop_samples])
-        return out
+            out[k] = self.step(padded[:, k * self.hop_samples:(k + 1) * self.hop_samples])
+        return out[:, 0] if self.batch == 1 else out[:, :len(lanes)].transpose(1, 0, 2)
 
 
 @dataclass
@@ -213,6 +225,8 @@ class CommandDetector:
     ignore:           labels that reset the previous-label memory but never raise events.
     """
 
+    CHUNK = 1 << 16  # hops screened at once: bounds the memory of the cumulative sums
+
     def __init__(self, labels: list[str], hop_seconds: float, average_window_s: float = 0.5,
                  threshold: float = 0.7, suppression_s: float = 1.0,
                  ignore: tuple[str, ...] = ("_silence_", "_unknown_"), min_count: int = 3):
@@ -224,32 +238,51 @@ class CommandDetector:
         self.reset()
 
     def reset(self) -> None:
-        self._window: deque[tuple[float, np.ndarray]] = deque()
+        self._times = np.empty(0, np.float64)   # end times of the hops in the window
+        self._rows = np.empty((0, len(self.labels)), np.float32)
         self._previous: str | None = None
         self._previous_time = -np.inf
         self._clock = 0.0
 
     def process(self, probs: np.ndarray, start_time: float | None = None) -> list[Detection]:
-        """Events in probs [n_hops, n_labels]; row k ends at start_time + (k+1)*hop.
-        start_time None continues where the previous call ended."""
+        """Events in probs [n_hops, n_labels] (probabilities, in [0, 1]); row k ends at
+        start_time + (k+1)*hop. start_time None continues where the previous call ended."""
         probs = np.asarray(probs, np.float32).reshape(-1, len(self.labels))
         t0 = self._clock if start_time is None else start_time
+        now = t0 + np.arange(1, len(probs) + 1) * self.hop_seconds
         events = []
-        for k, row in enumerate(probs):
-            now = t0 + (k + 1) * self.hop_seconds
-            self._window.append((now, row))
-            while self._window[0][0] <= now - self.average_window_s:
-                self._window.popleft()
-            if len(self._window) < self.min_count:
-                continue
-            average = np.mean([r for _, r in self._window], axis=0)
-            top = int(np.argmax(average))
-            label, score = self.labels[top], float(average[top])
-            since = np.inf if self._previous in self.ignore or self._previous is None \
-                else now - self._previous_time
-            if score > self.threshold and label != self._previous and since > self.suppression_s:
-                self._previous, self._previous_time = label, now
-                if label not in self.ignore:
-                    events.append(Detection(round(now, 6), label, score))
+        for i in range(0, len(probs), self.CHUNK):
+            events += self._process(probs[i:i + self.CHUNK], now[i:i + self.CHUNK])
         self._clock = t0 + len(probs) * self.hop_seconds
+        return events
+
+    def _process(self, probs: np.ndarray, now: np.ndarray) -> list[Detection]:
+        """Only a hop whose averaged top score passes the threshold can change the
+        detector's memory, so the averages are screened in bulk (cumulative sums) and only
+        the hops near or above the threshold are averaged exactly and stepped through."""
+        times = np.concatenate([self._times, now])
+        rows = np.concatenate([self._rows, probs])
+        # Hop k's window starts at the first retained hop newer than now - window; a
+        # running maximum keeps the search exact even when start_time moved backwards.
+        first = np.searchsorted(np.maximum.accumulate(times), now - self.average_window_s,
+                                side="right")
+        last = np.arange(len(self._times) + 1, len(times) + 1)
+        count = last - first
+        sums = np.zeros((len(rows) + 1, len(self.labels)), np.float64)
+        np.cumsum(rows, axis=0, out=sums[1:])
+        approx = ((sums[last] - sums[first]) / count[:, None]).max(axis=1)
+        # A float32 mean of m values in [0, 1] is within m * 6e-8 of the float64 one.
+        margin = 1e-4 + 1e-6 * count
+        events = []
+        for k in np.flatnonzero((count >= self.min_count) & (approx > self.threshold - margin)):
+            average = np.mean(rows[first[k]:last[k]], axis=0)
+            top = int(np.argmax(average))
+            label, score, at = self.labels[top], float(average[top]), float(now[k])
+            since = np.inf if self._previous in self.ignore or self._previous is None \
+                else at - self._previous_time
+            if score > self.threshold and label != self._previous and since > self.suppression_s:
+                self._previous, self._previous_time = label, at
+                if label not in self.ignore:
+                    events.append(Detection(round(at, 6), label, score))
+        self._times, self._rows = times[first[-1]:], rows[first[-1]:]
         return events

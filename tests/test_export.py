@@ -12,7 +12,9 @@ import yaml
 from pipeline.audio import fit_to_length, load_audio
 
 FILES = ["model_float.tflite", "model_dynamic.tflite", "model_batch_float.tflite",
-         "model_int8.tflite", "stream_float.tflite", "stream_int8.tflite"]
+         "model_int8.tflite", "stream_float.tflite", "stream_int8.tflite",
+         "stream_batch_float.tflite"]
+STREAM_BATCH = 5
 _EXPORTS: dict[Path, Path] = {}
 
 
@@ -22,7 +24,8 @@ def exported(run: Path, tmp_path_factory) -> Path:
         from pipeline.export import export
 
         out = tmp_path_factory.mktemp("export")
-        export(run, out, batch_size=8, calibration_clips=40, log=lambda line: None)
+        export(run, out, batch_size=8, calibration_clips=40, log=lambda line: None,
+               stream_batch=STREAM_BATCH)
         _EXPORTS[run] = out
     return _EXPORTS[run]
 
@@ -63,6 +66,12 @@ def test_every_file_and_the_manifest(export_dir, tiny_run):
     assert inputs == {"audio": [1, fe.step_samples], **{k: s["shape"] for k, s in states.items()}}
     assert {o["name"] for o in stream["outputs"]} == {"probs", *(s["output"] for s in states.values())}
     assert manifest["files"]["model_batch_float.tflite"]["inputs"][0]["shape"] == [8, 16000]
+    lanes = manifest["files"]["stream_batch_float.tflite"]
+    assert lanes["batch"] == STREAM_BATCH and lanes["kind"] == "stream"
+    assert [(s["input"], s["output"]) for s in lanes["states"]] == \
+        [(s["input"], s["output"]) for s in stream["states"]]
+    assert {i["name"]: i["shape"] for i in lanes["inputs"]} == \
+        {k: [STREAM_BATCH, *v[1:]] for k, v in inputs.items()}
 
 
 def test_int8_files_hold_int8_weights_and_are_smaller(export_dir):
@@ -91,6 +100,13 @@ def test_float_models_match_keras(export_dir, tiny_run, demo_data):
     last = np.stack([stream.run(clip)[-1] for clip in x])
     assert np.abs(last - expected).max() <= 1e-4
     assert (last.argmax(1) == expected.argmax(1)).all()
+    lanes = StreamingModel(export_dir / "stream_batch_float.tflite")
+    assert lanes.batch == STREAM_BATCH
+    # 12 clips in lanes of 5: the last call leaves two lanes unused.
+    side_by_side = np.concatenate([lanes.run(x[i:i + STREAM_BATCH])[:, -1]
+                                   for i in range(0, len(x), STREAM_BATCH)])
+    assert np.abs(side_by_side - expected).max() <= 1e-4
+    assert np.abs(side_by_side - last).max() <= 1e-5
 
 
 def test_quantized_models_stay_close_to_float(export_dir, demo_data):
@@ -156,6 +172,30 @@ def test_mel_blocks_cover_the_filterbank_exactly():
         assert covered[mel != 0].all()
         assert [a for _, _, a, _ in blocks] == [0] + [b for _, _, _, b in blocks[:-1]]
         assert blocks[-1][3] == fe.n_mels
+
+
+def test_matmul_spectrum_matches_logmel(demo_data, export_dir):
+    """The export-only spectrum (two small DFTs) gives LogMel's features: real clips,
+    silence, near-silence and full scale, for front ends whose window is and is not a
+    multiple of the inner DFT, with and without MFCCs."""
+    from pipeline.export import FRONT_END_TOLERANCE, _matmul_logmel_class, front_end_difference
+    from pipeline.features import LogMel
+    from pipeline.params import FrontEnd
+
+    rng = np.random.default_rng(0)
+    clips = demo_clips(demo_data)
+    noise = rng.uniform(-1, 1, (4, 16000)).astype(np.float32) * np.float32([1, 1e-3, 1e-6, 0])[:, None]
+    assert front_end_difference(FrontEnd(stack=2), clips) < 2e-4
+    for fe in (FrontEnd(stack=2), FrontEnd(n_mels=64, window_ms=25),
+               FrontEnd(window_ms=20, hop_ms=10, fmax=8000), FrontEnd(n_mfcc=13)):
+        assert front_end_difference(fe, np.concatenate([clips[:4], noise])) < FRONT_END_TOLERANCE
+        for causal in (True, False):
+            same = [layer(fe.to_dict(), causal=causal)(noise[:2]).shape
+                    for layer in (LogMel, _matmul_logmel_class())]
+            assert same[0] == same[1]
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    for name in ("model_batch_float.tflite", "stream_batch_float.tflite"):
+        assert manifest["files"][name]["log_mel_max_diff"] < FRONT_END_TOLERANCE
 
 
 def test_missing_training_data_asks_for_calibration(tiny_run, tmp_path, capsys):

@@ -64,6 +64,25 @@ def test_streaming_state_is_carried_and_reset(export_dir, demo_data):
     assert model.run(audio[0][: 3 * hop + 1]).shape[0] == 4
 
 
+def test_batched_streaming_model_runs_independent_lanes(export_dir, demo_data):
+    """Each lane of the batched file is its own stream: stepping K different signals at
+    once gives what the single-stream file gives for each alone."""
+    single = StreamingModel(export_dir / "stream_float.tflite")
+    lanes = StreamingModel(export_dir / "stream_batch_float.tflite")
+    k, hop = lanes.batch, lanes.hop_samples
+    assert k > 1 and lanes.state["h0_state"].shape[0] == k
+    audio = demo_clips(demo_data, k)
+    audio[1] *= 0.1                       # lanes differ in level too
+    alone = np.stack([single.run(a) for a in audio])
+    hops = audio.reshape(k, -1, hop)
+    stepped = np.stack([lanes.step(hops[:, j]) for j in range(hops.shape[1])], axis=1)
+    assert stepped.shape == alone.shape
+    np.testing.assert_allclose(stepped, alone, atol=1e-5)
+    np.testing.assert_allclose(lanes.run(audio[:2]), alone[:2], atol=1e-5)
+    with pytest.raises(ValueError, match=f"at most {k} signals"):
+        lanes.run(np.zeros((k + 1, 16000), np.float32))
+
+
 def test_clip_model_rejects_bad_input_and_files(export_dir, tmp_path):
     model = ClipModel(export_dir / "model_batch_float.tflite")
     assert model.batch_size == 8
@@ -122,3 +141,71 @@ def test_detector_keeps_state_across_calls():
     assert [e for p in pieces for e in p] == whole
     assert [e.label for e in whole] == ["yes", "yes"]
     assert isinstance(whole[0], Detection)
+
+
+
+class ReferenceDetector:
+    """RecognizeCommands written out hop by hop: a deque window and a mean per hop."""
+
+    def __init__(self, detector: CommandDetector):
+        from collections import deque
+
+        self.d, self.window = detector, deque()
+        self.previous, self.previous_time, self.clock = None, -np.inf, 0.0
+
+    def process(self, probs: np.ndarray, start_time: float | None = None) -> list[Detection]:
+        d, events = self.d, []
+        t0 = self.clock if start_time is None else start_time
+        for k, row in enumerate(probs):
+            now = t0 + (k + 1) * d.hop_seconds
+            self.window.append((now, row))
+            while self.window[0][0] <= now - d.average_window_s:
+                self.window.popleft()
+            if len(self.window) < d.min_count:
+                continue
+            average = np.mean([r for _, r in self.window], axis=0)
+            top = int(np.argmax(average))
+            label, score = d.labels[top], float(average[top])
+            since = np.inf if self.previous in d.ignore or self.previous is None \
+                else now - self.previous_time
+            if score > d.threshold and label != self.previous and since > d.suppression_s:
+                self.previous, self.previous_time = label, now
+                if label not in d.ignore:
+                    events.append(Detection(round(now, 6), label, score))
+        self.clock = t0 + len(probs) * d.hop_seconds
+        return events
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_detector_equals_the_hop_by_hop_reference(seed):
+    """Random, spiky probabilities (words of random length and strength, exact ties) over
+    random settings: the same events, times and scores, whole, in pieces, and with a
+    start_time that jumps back."""
+    rng = np.random.default_rng(seed)
+    labels = LABELS + ["up", "down"]
+    n = 5000
+    logits = rng.normal(0, 1, (n, len(labels)))
+    for start in rng.integers(0, n, 120):
+        logits[start:start + rng.integers(5, 60), rng.integers(len(labels))] += rng.uniform(2, 7)
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    probs[rng.integers(0, n, 300)] = np.float32(1 / len(labels))
+    hop = float(rng.choice([0.01, 0.02, 0.032]))
+    found = 0
+    for _ in range(4):
+        options = {"average_window_s": float(rng.uniform(0.02, 1.0)),
+                   "threshold": float(rng.uniform(0.3, 0.9)),
+                   "suppression_s": float(rng.uniform(0, 1.5)),
+                   "min_count": int(rng.integers(1, 6))}
+        fast = CommandDetector(labels, hop, **options)
+        reference = ReferenceDetector(CommandDetector(labels, hop, **options))
+        expected = reference.process(probs)
+        assert fast.process(probs) == expected, options
+        found += len(expected)
+        fast.reset()
+        reference = ReferenceDetector(CommandDetector(labels, hop, **options))
+        pieces = np.split(probs, np.sort(rng.integers(0, n, 5)))
+        starts = [None] * len(pieces)
+        starts[2] = float(rng.uniform(0, 10))  # the clock jumps back by minutes
+        for chunk, start in zip(pieces, starts):
+            assert fast.process(chunk, start) == reference.process(chunk, start), options
+    assert found > 20

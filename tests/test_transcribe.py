@@ -318,16 +318,24 @@ def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_mod
     np.testing.assert_allclose(keras_model.predict(clips), tfl_model.predict(clips), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["keras", "tflite"])
 def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny_run,
-                                                                  tiny_export):
+                                                                  tiny_export, kind):
     """The batched timeline runs K segments side by side, each after a warm-up of the audio
-    before it; every lane must equal the exported streaming model run on that audio alone."""
+    before it; every lane must equal the exported streaming model run on that audio alone.
+    The .tflite recognizer picks the batched streaming file exported beside the clip model."""
     from pipeline.runtime import StreamingModel
     from pipeline.transcribe import _KerasStream, chunked_stream
 
     audio = _sparse_recording(demo_data, 7.3, 16000, [(1.0, "yes"), (4.0, "no")])
-    lanes, warmup = 3, 10
-    got = chunked_stream(_KerasStream(tiny_run, lanes), audio, warmup)
+    warmup = 10
+    if kind == "keras":
+        stream = _KerasStream(tiny_run, 3)
+    else:
+        stream = open_model(tiny_export / "model_batch_float.tflite")._streaming_model()
+        assert stream.batch == 16
+    lanes = stream.batch
+    got = chunked_stream(stream, audio, warmup)
     single = StreamingModel(tiny_export / "stream_float.tflite")
     hop = single.hop_samples
     n = -(-len(audio) // hop)
