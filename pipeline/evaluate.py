@@ -100,9 +100,7 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
     split defaults to 'test' for a Speech Commands archive folder and to every clip for
     the test layout or a folder-per-label set."""
     from pipeline.config import load_config
-    from pipeline.data import SILENCE
-    from pipeline.inputs import eval_batches
-    from pipeline.sources import open_source
+    from pipeline.sources import evaluation_batches, open_source
 
     path = Path(model_path)
     if path.suffix == ".tflite":
@@ -123,17 +121,9 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
         def predict_batch(x):
             return model(x, training=False).numpy()
     source = open_source(data, cfg["data"], fe, cfg["seed"], labels=labels)
-    if split is None:
-        splits = ["test"] if source.count("test") and source.count("train") and \
-            getattr(getattr(source, "dataset", None), "layout", "") == "speech_commands" \
-            else [s for s in ("train", "validation", "test") if source.count(s)]
-    else:
-        splits = [split]
     y_true, y_pred = [], []
-    silence = labels.index(SILENCE) if SILENCE in labels else -1
-    for s in splits:
-        for x, y in eval_batches(source.waves(s), fe, source.noise,
-                                 cfg["augment"]["silence_dbfs"], silence, 64, cfg["seed"] + 1):
+    for s in [split] if split else source.evaluation_splits():
+        for x, y in evaluation_batches(source, source.waves(s), cfg, cfg["seed"] + 1):
             y_pred.append(predict_batch(x.numpy()).argmax(1))
             y_true.append(y.numpy())
     if not y_true:

@@ -364,8 +364,8 @@ def clips(source, fe, cfg: dict, labels: list[str], splits: tuple[str, ...], lim
           seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Up to limit clips (a seeded random subset) of the first split that has any, prepared
     as evaluation prepares them (generated _silence_ clips get noise)."""
-    from pipeline.data import SILENCE
-    from pipeline.inputs import decoded, eval_batches
+    from pipeline.inputs import decoded
+    from pipeline.sources import as_arrays, evaluation_batches
 
     split = next((s for s in splits if source.count(s)), None)
     if split is None:
@@ -379,15 +379,10 @@ def clips(source, fe, cfg: dict, labels: list[str], splits: tuple[str, ...], lim
     else:
         waves = source.waves(split).shuffle(4096, seed=seed)
         waves = waves.take(limit) if limit else waves
-    silence = labels.index(SILENCE) if SILENCE in labels else -1
-    xs, ys = [], []
-    for x, y in eval_batches(waves, fe, source.noise, cfg["augment"]["silence_dbfs"],
-                             silence, 64, seed):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    if not xs:
+    x, y = as_arrays(evaluation_batches(source, waves, cfg, seed))
+    if not len(y):
         raise ExportError(f"no readable clips in the {split} split of the data")
-    return np.concatenate(xs), np.concatenate(ys), split
+    return x, y, split
 
 
 def stream_last(model: StreamingModel, audio: np.ndarray) -> np.ndarray:

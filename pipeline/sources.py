@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data import Dataset, load_dataset, load_noise
-from pipeline.inputs import decoded
+from pipeline.data import SILENCE, Dataset, load_dataset, load_noise
+from pipeline.inputs import decoded, eval_batches
 from pipeline.params import FrontEnd
 
 TFDS_PREFIX = "tfds:"
@@ -29,6 +29,13 @@ class FolderSource:
     def waves(self, split: str) -> tf.data.Dataset:
         return decoded(self.dataset.splits[split], self.fe)
 
+    def evaluation_splits(self) -> list[str]:
+        """What a model is scored on: the test split of a Speech Commands archive folder,
+        every clip of a test-layout or folder-per-label set."""
+        if self.dataset.layout == "speech_commands":
+            return ["test"]
+        return [s for s in ("train", "validation", "test") if self.count(s)]
+
 
 def open_source(source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0,
                 labels: list[str] | None = None):
@@ -38,3 +45,23 @@ def open_source(source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0,
 
         return TfdsSource(str(source)[len(TFDS_PREFIX):], data_cfg, fe, seed, labels)
     return FolderSource(load_dataset(source, data_cfg, seed, labels), fe)
+
+
+def evaluation_batches(source, waves: tf.data.Dataset, cfg: dict, seed: int,
+                       batch_size: int = 64) -> tf.data.Dataset:
+    """Batches prepared as every evaluation prepares them: generated _silence_ clips get a
+    fixed noise cut at the level the run's config sets."""
+    silence = source.labels.index(SILENCE) if SILENCE in source.labels else -1
+    return eval_batches(waves, source.fe, source.noise, cfg["augment"]["silence_dbfs"],
+                        silence, batch_size, seed)
+
+
+def as_arrays(batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """All (clips, labels) of a batched dataset; empty arrays when it has none."""
+    xs, ys = [], []
+    for x, y in batches:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    if not xs:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int32)
+    return np.concatenate(xs), np.concatenate(ys)

@@ -157,6 +157,9 @@ class TfdsSource:
         self.noise = (np.stack(noise) if noise
                       else np.zeros((0, fe.clip_samples), np.float32))
 
+    def evaluation_splits(self) -> list[str]:
+        return ["test"]
+
     def count(self, split: str) -> int:
         return self._counts.get(split, 0)
 

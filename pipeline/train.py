@@ -18,10 +18,10 @@ from models import build_from_config
 from pipeline.config import ConfigError, load_config
 from pipeline.data import SILENCE
 from pipeline.evaluate import format_report, plot_confusion, plot_history, report
-from pipeline.inputs import eval_batches, training_batches
+from pipeline.inputs import training_batches
 from pipeline.io_utils import atomic_write, atomic_write_text
 from pipeline.params import FrontEnd, save_model_info
-from pipeline.sources import open_source
+from pipeline.sources import evaluation_batches, open_source
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -93,14 +93,12 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
     save_model_info(run_dir, fe, labels)
 
     silence = labels.index(SILENCE) if SILENCE in labels else -1
-    noise = data.noise
     t = cfg["train"]
-    train_ds = training_batches(data.waves("train"), data.count("train"), fe, noise,
+    train_ds = training_batches(data.waves("train"), data.count("train"), fe, data.noise,
                                 cfg["augment"], silence, len(labels), t["batch_size"],
                                 cfg["seed"])
     def evaluation(split):
-        return eval_batches(data.waves(split), fe, noise, cfg["augment"]["silence_dbfs"],
-                            silence, t["batch_size"], cfg["seed"] + 1)
+        return evaluation_batches(data, data.waves(split), cfg, cfg["seed"] + 1, t["batch_size"])
     val_ds = evaluation("validation")
 
     model = build_from_config(cfg, fe, len(labels))

@@ -61,20 +61,12 @@ def machine() -> str:
 
 
 def test_clips(data: str, run_cfg: dict, fe, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from pipeline.data import SILENCE
-    from pipeline.inputs import eval_batches
-    from pipeline.sources import open_source
+    from pipeline.sources import as_arrays, evaluation_batches, open_source
 
     source = open_source(data, run_cfg["data"], fe, run_cfg["seed"], labels=labels)
     split = next(s for s in ("test", "validation", "train") if source.count(s))
-    silence = labels.index(SILENCE) if SILENCE in labels else -1
-    xs, ys = [], []
-    for x, y in eval_batches(source.waves(split), fe, source.noise,
-                             run_cfg["augment"]["silence_dbfs"], silence, 64,
-                             run_cfg["seed"] + 1):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys)
+    return as_arrays(evaluation_batches(source, source.waves(split), run_cfg,
+                                        run_cfg["seed"] + 1))
 
 
 def main(argv: list[str] | None = None) -> int:
