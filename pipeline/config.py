@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "warmup_epochs": 1,
         "label_smoothing": 0.0,
         "weight_decay": 0.0,
+        "clipnorm": 0.0,           # >0: clip each gradient to this norm (plain RNNs need it)
         "patience": 10,            # early stopping on validation accuracy
         "ema": 0.0,                # >0: keep an exponential moving average of the weights
                                    # with this momentum and validate/save the averaged model

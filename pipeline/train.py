@@ -111,6 +111,8 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
     opt_kw = {"weight_decay": t["weight_decay"]} if t["weight_decay"] else {}
     if t["ema"]:
         opt_kw.update(use_ema=True, ema_momentum=t["ema"])
+    if t["clipnorm"]:
+        opt_kw["clipnorm"] = t["clipnorm"]
     model.compile(optimizer=opt_cls(lr_schedule(cfg, steps), **opt_kw),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=t["label_smoothing"]),
                   metrics=["accuracy"])
