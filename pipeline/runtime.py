@@ -71,19 +71,15 @@ def open_interpreter(source: str | Path | bytes, num_threads: int = 1) -> Interp
             from None
 
 
-class ClipModel:
-    """A clip classifier: [n, clip_samples] raw audio -> [n, n_labels] probabilities.
-
-    A file exported with a fixed batch B runs B clips per invoke (the last group is
-    zero-padded), which is what makes batch transcription fast."""
+class _ExportedModel:
+    """An exported file with the manifest entry that describes it."""
 
     def __init__(self, path: str | Path, num_threads: int = 1):
         manifest, entry = read_manifest(path)
         self._setup(open_interpreter(path, num_threads), manifest, entry, str(path))
 
     @classmethod
-    def from_bytes(cls, content: bytes, manifest: dict, entry: dict,
-                   num_threads: int = 1) -> "ClipModel":
+    def from_bytes(cls, content: bytes, manifest: dict, entry: dict, num_threads: int = 1):
         """A model not yet written to disk (the exporter checks each file before writing)."""
         self = cls.__new__(cls)
         self._setup(open_interpreter(content, num_threads), manifest, entry, "model bytes")
@@ -94,6 +90,16 @@ class ClipModel:
         self.front_end = FrontEnd.from_dict(manifest["front_end"])
         self.labels: list[str] = list(manifest["labels"])
         self._sig = _Signature(interpreter, where)
+
+
+class ClipModel(_ExportedModel):
+    """A clip classifier: [n, clip_samples] raw audio -> [n, n_labels] probabilities.
+
+    A file exported with a fixed batch B runs B clips per invoke (the last group is
+    zero-padded), which is what makes batch transcription fast."""
+
+    def _setup(self, interpreter: Interpreter, manifest: dict, entry: dict, where: str) -> None:
+        super()._setup(interpreter, manifest, entry, where)
         if set(self._sig.inputs) != {"audio"} or "probs" not in self._sig.outputs:
             raise ModelError(f"{where}: not a clip model (inputs {sorted(self._sig.inputs)})")
         self.batch_size, samples = self._sig.shapes["audio"]
@@ -122,7 +128,7 @@ class ClipModel:
         return out
 
 
-class StreamingModel:
+class StreamingModel(_ExportedModel):
     """One hop of new audio plus state in, probabilities plus new state out.
 
     The state (the audio overlap the next frame needs and each recurrent layer's hidden
@@ -131,23 +137,10 @@ class StreamingModel:
     per invoke, one per row of every input: a long recording cut into K lanes costs one
     interpreter call per hop instead of K."""
 
-    def __init__(self, path: str | Path, num_threads: int = 1):
-        manifest, entry = read_manifest(path)
-        self._setup(open_interpreter(path, num_threads), manifest, entry, str(path))
-
-    @classmethod
-    def from_bytes(cls, content: bytes, manifest: dict, entry: dict,
-                   num_threads: int = 1) -> "StreamingModel":
-        self = cls.__new__(cls)
-        self._setup(open_interpreter(content, num_threads), manifest, entry, "model bytes")
-        return self
-
     def _setup(self, interpreter: Interpreter, manifest: dict, entry: dict, where: str) -> None:
-        self.manifest, self.entry = manifest, entry
-        self.front_end = FrontEnd.from_dict(manifest["front_end"])
-        self.labels: list[str] = list(manifest["labels"])
+        super()._setup(interpreter, manifest, entry, where)
         self.hop_samples = self.front_end.step_samples
-        self._sig = sig = _Signature(interpreter, where)
+        sig = self._sig
         if "states" not in entry:
             raise ModelError(f"{where}: manifest lists no states; not a streaming model")
         self._states = [(s["input"], s["output"], float(s["initial"]), tuple(s["shape"]))
