@@ -32,7 +32,11 @@ def hash_split(filename: str, validation_percent: float, testing_percent: float)
     crosses splits and a file keeps its split as the dataset grows."""
     speaker = re.sub(r"_nohash_.*$", "", Path(filename).name)
     h = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
-    pct = (h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS)
+    return _split_for((h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS), validation_percent,
+                      testing_percent)
+
+
+def _split_for(pct: float, validation_percent: float, testing_percent: float) -> str:
     if pct < validation_percent:
         return "validation"
     if pct < validation_percent + testing_percent:
@@ -84,15 +88,7 @@ def _split_of(root: Path, f: Path, lists: dict[str, set[str]], cfg: dict, seed: 
     if "_nohash_" in f.name:
         return hash_split(f.name, cfg["validation_percent"], cfg["testing_percent"])
     pct = int(hashlib.sha1(f"{seed}:{rel}".encode()).hexdigest(), 16) % 10000 / 100
-    return hash_split_from_pct(pct, cfg)
-
-
-def hash_split_from_pct(pct: float, cfg: dict) -> str:
-    if pct < cfg["validation_percent"]:
-        return "validation"
-    if pct < cfg["validation_percent"] + cfg["testing_percent"]:
-        return "test"
-    return "train"
+    return _split_for(pct, cfg["validation_percent"], cfg["testing_percent"])
 
 
 def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,

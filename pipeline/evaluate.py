@@ -100,6 +100,7 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
     split defaults to 'test' for a Speech Commands archive folder and to every clip for
     the test layout or a folder-per-label set."""
     from pipeline.config import load_config
+    from pipeline.runs import load_run, model_file, run_config
     from pipeline.sources import evaluation_batches, open_source
 
     path = Path(model_path)
@@ -108,18 +109,14 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
 
         clip = ClipModel(path)
         fe, labels, predict_batch = clip.front_end, clip.labels, clip.predict
-        cfg = load_config(None, [])
-        run_cfg = path.parent / "config.yaml"
-        if run_cfg.exists():
-            cfg = _stored_config(run_cfg)
     else:
-        from pipeline.runs import load_run, run_config
-
         model, fe, labels = load_run(path)
-        cfg = run_config(path)
 
         def predict_batch(x):
             return model(x, training=False).numpy()
+    # the data settings of training (words, silence level) travel beside the model
+    has_config = (model_file(path).parent / "config.yaml").exists()
+    cfg = run_config(path) if has_config else load_config()
     source = open_source(data, cfg["data"], fe, cfg["seed"], labels=labels)
     y_true, y_pred = [], []
     for s in [split] if split else source.evaluation_splits():
@@ -133,8 +130,3 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
         plot_confusion(rep["confusion"], labels, plot, f"{path.name}: accuracy {rep['accuracy']:.3f}")
     return rep, labels
 
-
-def _stored_config(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())

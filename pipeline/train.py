@@ -15,7 +15,7 @@ import tensorflow as tf
 import yaml
 
 from models import build_from_config
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.data import SILENCE
 from pipeline.evaluate import format_report, plot_confusion, plot_history, report
 from pipeline.inputs import training_batches
@@ -151,6 +151,3 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
 def _epochs_run(history_csv: Path) -> int:
     return max(0, len(history_csv.read_text().splitlines()) - 1) if history_csv.exists() else 0
 
-
-def run(config_path: str | None, source: str, run_dir: str, overrides: list[str]) -> dict:
-    return train(load_config(config_path, overrides), source, run_dir)
