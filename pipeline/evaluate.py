@@ -95,7 +95,7 @@ def plot_history(history_csv: Path, path: Path) -> None:
 
 def evaluate(model_path: str | Path, data: str, split: str | None = None,
              plot: Path | None = None) -> tuple[dict, list[str]]:
-    """Score a trained model (run dir, .keras or .tflite) on a data source.
+    """Score a trained model (run dir, .keras, clip or streaming .tflite) on a data source.
 
     split defaults to 'test' for a Speech Commands archive folder and to every clip for
     the test layout or a folder-per-label set."""
@@ -105,10 +105,12 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
 
     path = Path(model_path)
     if path.suffix == ".tflite":
-        from pipeline.runtime import ClipModel
+        from pipeline.runtime import ClipModel, StreamingModel, read_manifest
 
-        clip = ClipModel(path)
-        fe, labels, predict_batch = clip.front_end, clip.labels, clip.predict
+        streaming = "states" in read_manifest(path)[1]
+        exported = StreamingModel(path) if streaming else ClipModel(path)
+        fe, labels = exported.front_end, exported.labels
+        predict_batch = exported.classify if streaming else exported.predict
     else:
         model, fe, labels = load_run(path)
 

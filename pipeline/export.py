@@ -385,15 +385,6 @@ def clips(source, fe, cfg: dict, labels: list[str], splits: tuple[str, ...], lim
     return x, y, split
 
 
-def stream_last(model: StreamingModel, audio: np.ndarray) -> np.ndarray:
-    """Probabilities after the last hop of each clip, each clip from the initial state
-    (a batched model takes its batch of clips side by side)."""
-    if model.batch == 1:
-        return np.stack([model.run(a)[-1] for a in audio])
-    return np.concatenate([model.run(audio[i:i + model.batch])[:, -1]
-                           for i in range(0, len(audio), model.batch)])
-
-
 def _agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
     return {"top1_agreement": round(float(np.mean(probs.argmax(1) == reference.argmax(1))), 5),
             "max_prob_diff": float(np.abs(probs - reference).max())}
@@ -528,7 +519,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None,
         entry = {"kind": "stream", "batch": 1, "weights": "float32", "activations": "float32",
                  "states": states}
         float_stream = StreamingModel.from_bytes(content, manifest, entry)
-        stream_probs = stream_last(float_stream, x)
+        stream_probs = float_stream.classify(x)
         check_stream(name, stream_probs)
         accept(name, content, entry, stream_probs)
 
@@ -540,7 +531,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None,
         entry = {"kind": "stream", "batch": 1, "weights": "int8", "activations": "int8",
                  "states": states, "note": "the audio front end stays float"}
         accept(name, content, entry,
-               stream_last(StreamingModel.from_bytes(content, manifest, entry), x))
+               StreamingModel.from_bytes(content, manifest, entry).classify(x))
 
         name = "stream_batch_float.tflite"
         # A long recording cut into lanes runs them side by side: one invoke per hop for
@@ -549,7 +540,7 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None,
         content = convert(saved_model(lanes, list(lanes.output_names), tmp / "lanes"), name)
         entry = {"kind": "stream", "batch": stream_batch, "weights": "float32",
                  "activations": "float32", "states": stream_states(lanes), **spectrum}
-        probs = stream_last(StreamingModel.from_bytes(content, manifest, entry), x)
+        probs = StreamingModel.from_bytes(content, manifest, entry).classify(x)
         check_stream(name, probs)
         lane_diff = float(np.abs(probs - stream_probs).max())
         if lane_diff > FLOAT_TOLERANCE:

@@ -197,6 +197,14 @@ class StreamingModel(_ExportedModel):
             out[k] = self.step(padded[:, k * self.hop_samples:(k + 1) * self.hop_samples])
         return out[:, 0] if self.batch == 1 else out[:, :len(lanes)].transpose(1, 0, 2)
 
+    def classify(self, clips: np.ndarray) -> np.ndarray:
+        """[n, clip_samples] -> [n, n_labels]: each clip streamed from the initial state,
+        the probabilities after its last hop (what the clip model answers for it)."""
+        if self.batch == 1:
+            return np.stack([self.run(c)[-1] for c in clips])
+        return np.concatenate([self.run(clips[i:i + self.batch])[:, -1]
+                               for i in range(0, len(clips), self.batch)])
+
 
 @dataclass
 class Detection:

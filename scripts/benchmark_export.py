@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from pipeline.evaluate import report
-    from pipeline.export import (FILES_ORDER, convert, export, fixed_batch_twin, saved_model,
-                                 stream_last)
+    from pipeline.export import FILES_ORDER, convert, export, fixed_batch_twin, saved_model
     from pipeline.io_utils import atomic_write_text
     from pipeline.runs import load_run, run_config
     from pipeline.runtime import ClipModel, StreamingModel
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         kb = path.stat().st_size / 1024
         if name.startswith("stream"):
             sm = StreamingModel(path, num_threads=1)
-            probs = stream_last(sm, x)
+            probs = sm.classify(x)
             sig = sm._sig
             hop = np.zeros((sm.batch, sm.hop_samples), np.float32)
             # per stream: a batched file advances sm.batch streams per call

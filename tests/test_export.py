@@ -210,3 +210,13 @@ def test_missing_training_data_asks_for_calibration(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "gone" in err and "--calibration" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_scores_clip_and_streaming_files_alike(export_dir, demo_data):
+    from pipeline.evaluate import evaluate
+
+    clip, _ = evaluate(export_dir / "model_float.tflite", str(demo_data))
+    for name in ("stream_float.tflite", "stream_batch_float.tflite"):
+        stream, _ = evaluate(export_dir / name, str(demo_data))
+        assert stream["n"] == clip["n"] > 0
+        assert abs(stream["accuracy"] - clip["accuracy"]) <= 1 / clip["n"]
