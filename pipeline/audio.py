@@ -20,7 +20,8 @@ class AudioError(Exception):
         super().__init__(f"{path}: {problem}")
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line, for error rows and messages."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -38,7 +39,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for unreadable data
-        raise AudioError(path, f"cannot decode audio ({_one_line(exc)})") from None
+        raise AudioError(path, f"cannot decode audio ({one_line(exc)})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "no audio samples (zero length)")
     if not np.isfinite(data).all():

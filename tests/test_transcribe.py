@@ -209,7 +209,7 @@ def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
     for name, (data, rate) in cases.items():
         p = tmp_path / f"{name}.wav"
         sf.write(p, data, rate, subtype="PCM_16")
-        assert _pcm16_wav(p.read_bytes()) is not None, name
+        assert _pcm16_wav(str(p)) is not None, name
         np.testing.assert_array_equal(read_audio(str(p), 16000), load_audio(p, 16000))
     # An extra chunk before the data, an odd-length one, is skipped like soundfile does.
     raw = (tmp_path / "mono.wav").read_bytes()
@@ -221,8 +221,10 @@ def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
     # Anything else is left to soundfile.
     p24 = tmp_path / "pcm24.wav"
     sf.write(p24, clip, sr, subtype="PCM_24")
-    assert _pcm16_wav(p24.read_bytes()) is None
-    assert _pcm16_wav(raw[:-100]) is None  # truncated data
+    assert _pcm16_wav(str(p24)) is None
+    cut = tmp_path / "truncated.wav"
+    cut.write_bytes(raw[:-100])
+    assert _pcm16_wav(str(cut)) is None  # truncated data
 
 
 def test_resume_skips_finished_files_and_redoes_failed_and_cut_ones(demo_data, clip_model,
