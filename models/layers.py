@@ -10,8 +10,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from pipeline.features import LogMel, SpecAugment
-from pipeline.params import FrontEnd
+from models.logmel import LogMel
+from models.specaugment import SpecAugment
+from pipeline.runtime.params import FrontEnd
 
 CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
@@ -90,6 +91,20 @@ def recurrent_stack(g: Graph, x, cell: str, units: list[int], dropout: float,
         if dropout and not last:
             x = layers.Dropout(dropout, name=f"dropout{i}")(x)
     return x
+
+
+def conv_front_end(x, fe: FrontEnd, filters: tuple[int, ...] = (16,), kernel: int = 5,
+                   stride: int = 2):
+    """A convolution across frequency on each step's chunk (the CRNN front end). The kernel
+    spans one step in time, so it needs no state and streams exactly; the frames stacked
+    into a step are its input channels."""
+    steps = x.shape[1]
+    x = layers.Reshape((steps, fe.stack, fe.n_features), name="chunks")(x)
+    x = layers.Permute((1, 3, 2), name="freq_major")(x)  # [batch, steps, freq, frames]
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, (1, kernel), strides=(1, stride), padding="same",
+                          activation="relu", name=f"conv{i}")(x)
+    return layers.Reshape((steps, x.shape[2] * x.shape[3]), name="conv_out")(x)
 
 
 def classifier_head(x, n_classes: int, dense_units: int, dropout: float):

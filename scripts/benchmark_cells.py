@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from models import build_from_config
-    from pipeline.config import load_config
-    from pipeline.io_utils import atomic_write_text
-    from pipeline.params import FrontEnd
+    from pipeline.train.config import load_config
+    from pipeline.runtime.files import atomic_write_text
+    from pipeline.runtime.params import FrontEnd
 
     rng = np.random.default_rng(0)
     models = {}

@@ -61,7 +61,7 @@ def machine() -> str:
 
 
 def test_clips(data: str, run_cfg: dict, fe, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from pipeline.sources import as_arrays, evaluation_batches, open_source
+    from pipeline.data.sources import as_arrays, evaluation_batches, open_source
 
     source = open_source(data, run_cfg["data"], fe, run_cfg["seed"], labels=labels)
     split = next(s for s in ("test", "validation", "train") if source.count(s))
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    from pipeline.evaluate import report
-    from pipeline.export import FILES_ORDER, convert, export, fixed_batch_twin, saved_model
-    from pipeline.io_utils import atomic_write_text
-    from pipeline.runs import load_run, run_config
-    from pipeline.runtime import ClipModel, StreamingModel
+    from pipeline.train.evaluate import report
+    from pipeline.export.export import FILES_ORDER, convert, export, fixed_batch_twin, saved_model
+    from pipeline.runtime.files import atomic_write_text
+    from pipeline.train.runs import load_run, run_config
+    from pipeline.runtime.model import ClipModel, StreamingModel
 
     run = Path(args.model)
     out_dir = Path(args.export) if args.export else run / "export"

@@ -33,7 +33,7 @@ DEV = Path("/work/shared/data")
 
 
 def clip_paths(folders: list[str], n: int) -> list[str]:
-    from pipeline.data import audio_files
+    from pipeline.data.folders import audio_files
 
     paths = [str(p) for f in folders for p in audio_files(Path(f))
              if "_background_noise_" not in p.parts]
@@ -45,8 +45,8 @@ def naive_clips(run: str, paths: list[str]) -> float:
     fastest of the one-call ways: model(x) and model.predict(x) are 20-100x slower)."""
     import librosa
 
-    from pipeline.audio import fit_to_length
-    from pipeline.runs import load_run
+    from pipeline.runtime.audio import fit_to_length
+    from pipeline.train.runs import load_run
 
     model, fe, _ = load_run(run)
     model.predict_on_batch(fit_to_length(librosa.load(paths[0], sr=fe.sample_rate)[0],
@@ -63,7 +63,7 @@ def naive_stream(run: str, wav: str, seconds: float) -> float:
     import librosa
     import numpy as np
 
-    from pipeline.runs import build_like, load_run
+    from pipeline.train.runs import build_like, load_run
 
     _, fe, _ = load_run(run)
     model = build_like(run, "stream", 1)
@@ -77,7 +77,8 @@ def naive_stream(run: str, wav: str, seconds: float) -> float:
 
 
 def ours(model_path: str, paths: list[str], threads: int, out: Path) -> dict:
-    from pipeline.transcribe import Settings, open_model, run_transcription
+    from pipeline.runtime.recognizer import open_model
+    from pipeline.runtime.transcribe import Settings, run_transcription
 
     model = open_model(model_path, instances=threads)
     s = run_transcription(model, [(p, None) for p in paths], out,
@@ -89,7 +90,8 @@ def stages(model_path: str, paths: list[str]) -> dict:
     """Decoding alone (one thread) and inference alone (one interpreter), per second."""
     import numpy as np
 
-    from pipeline.transcribe import open_model, read_audio
+    from pipeline.runtime.audio import read_audio
+    from pipeline.runtime.recognizer import open_model
 
     model = open_model(model_path)
     start = time.perf_counter()
@@ -108,8 +110,9 @@ def stages(model_path: str, paths: list[str]) -> dict:
 def long_stages(model_path: str, wav: str) -> dict:
     """Seconds spent on each stage of one long recording: decoding, the streaming model,
     the command detector."""
-    from pipeline.runtime import CommandDetector
-    from pipeline.transcribe import open_model, read_audio
+    from pipeline.runtime.detector import CommandDetector
+    from pipeline.runtime.audio import read_audio
+    from pipeline.runtime.recognizer import open_model
 
     model = open_model(model_path)
     start = time.perf_counter()
@@ -151,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_transcribe.md"))
     args = parser.parse_args(argv)
 
-    from pipeline.data import audio_files
-    from pipeline.io_utils import atomic_write_text
-    from pipeline.streamtest import build_stream, labelled_clips
+    from pipeline.data.folders import audio_files
+    from pipeline.runtime.files import atomic_write_text
+    from pipeline.data.folders import labelled_clips
+    from pipeline.runtime.streams import build_stream
 
     manifest = json.loads((Path(args.model).parent / "manifest.json").read_text())
     keras_run = args.keras or manifest["run"]

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", help="confusion-matrix PNG (default: beside the model)")
     args = parser.parse_args(argv)
 
-    from pipeline.evaluate import evaluate, format_report
+    from pipeline.train.evaluate import evaluate, format_report
 
     model = Path(args.model)
     plot = Path(args.plot) if args.plot else \

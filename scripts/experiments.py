@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipes", nargs="*", metavar="NAME=k=v; k=v")
     args = parser.parse_args(argv)
 
-    from pipeline.config import load_config
-    from pipeline.evaluate import evaluate
-    from pipeline.train import train
+    from pipeline.train.config import load_config
+    from pipeline.train.evaluate import evaluate
+    from pipeline.train.fit import train
 
     for recipe in args.recipes:
         name, _, over = recipe.partition("=")
@@ -73,7 +73,7 @@ def write_table(results: Path, table: Path) -> None:
         text += f"{start}\n{end}\n"
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
-    from pipeline.io_utils import atomic_write_text
+    from pipeline.runtime.files import atomic_write_text
 
     atomic_write_text(table, f"{head}{start}\n" + "\n".join(lines) + f"\n{end}{tail}")
 

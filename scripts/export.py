@@ -43,13 +43,14 @@ def main(argv: list[str] | None = None) -> int:
                      "positive")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from pipeline.export import ExportError, export
+    from pipeline.export.export import ExportError, export
+    from pipeline.runtime.errors import one_line
 
     try:
         export(args.model, args.out, args.calibration, args.batch, args.calibration_clips,
                args.check_clips, stream_batch=args.stream_batch)
     except (ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

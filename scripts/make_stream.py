@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import soundfile as sf
 
-    from pipeline.data import audio_files
-    from pipeline.io_utils import atomic_write
-    from pipeline.streamtest import build_stream, labelled_clips, write_truth
+    from pipeline.data.folders import audio_files
+    from pipeline.runtime.files import atomic_write
+    from pipeline.data.folders import labelled_clips
+    from pipeline.runtime.streams import build_stream, write_truth
 
     try:
         clips = labelled_clips(args.clips, args.split)

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.75, help="seconds (0.75)")
     args = parser.parse_args(argv)
 
-    from pipeline.streamtest import format_score, read_detections, read_truth, score
-    from pipeline.transcribe import read_rows
+    from pipeline.runtime.streams import format_score, read_detections, read_truth, score
+    from pipeline.runtime.rows import read_rows
 
     try:
         truths = read_truth(args.truth)

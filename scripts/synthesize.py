@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import COMMANDS  # noqa: E402
-from pipeline.synthesize import (AUX_WORDS, COMMON_WORDS, ENGINES, merge, plan,  # noqa: E402
+from pipeline.train.config import COMMANDS  # noqa: E402
+from pipeline.synthetic.synthesize import (AUX_WORDS, COMMON_WORDS, ENGINES, merge, plan,  # noqa: E402
                                  run_jobs, working_voices)
 
 

@@ -28,13 +28,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides with dotted keys")
     args = parser.parse_args(argv)
 
-    from pipeline.config import ConfigError, load_config
+    from pipeline.train.config import ConfigError, load_config
 
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    from pipeline.train import train
+    from pipeline.train.fit import train
 
     try:
         metrics = train(cfg, args.data, args.out, verbose=2 if args.quiet else 1)

@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help=".tflite file, run directory or .keras")
+    parser.add_argument("--model", help="exported .tflite file (clip or streaming) or export "
+                        "folder, or a run directory / .keras file (needs the [train] extra); "
+                        "default: the bundled pretrained model (models/pretrained)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="files, directories, glob patterns, @list.txt or -")
     parser.add_argument("--out", help="results.csv or results.jsonl (default: CSV on stdout)")
@@ -53,13 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
 
-    from pipeline.transcribe import (EXIT_SOME_FAILED, Settings, expand_inputs, open_model,
-                                     run_transcription)
+    from pipeline.runtime.errors import ModelError, one_line
+    from pipeline.runtime.inputs import expand_inputs
+    from pipeline.runtime.recognizer import is_export, open_model
+    from pipeline.runtime.transcribe import EXIT_SOME_FAILED, Settings, run_transcription
 
     try:
-        model = open_model(args.model, instances=args.threads)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        if args.model is None or is_export(args.model):
+            model = open_model(args.model, instances=args.threads)
+        else:
+            from pipeline.train.recognizer import KerasRecognizer
+
+            model = KerasRecognizer(args.model, stream_batch=16)
+    except (OSError, ValueError, RuntimeError, ModelError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     settings = Settings(top_k=args.top_k, threshold=args.threshold,
                         average_window_s=args.average_window_s, suppression_s=args.suppression_s,

@@ -22,8 +22,8 @@ def demo_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A 2-layer GRU(16) trained for two epochs on the demo sample: a real, small run dir."""
-    from pipeline.config import load_config
-    from pipeline.train import train
+    from pipeline.train.config import load_config
+    from pipeline.train.fit import train
 
     run = tmp_path_factory.mktemp("tiny_run")
     train(load_config(None, TINY), str(DEMO), run, verbose=0)

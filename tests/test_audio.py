@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.audio import fit_to_length
+from pipeline.runtime.audio import fit_to_length
 
 
 def test_short_clips_are_centred_and_long_ones_keep_their_loudest_second():

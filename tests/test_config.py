@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from models import build_from_config, names
-from pipeline.config import ConfigError, load_config
-from pipeline.params import FrontEnd
+from pipeline.train.config import ConfigError, load_config
+from pipeline.runtime.params import FrontEnd
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.config import load_config
-from pipeline.data import (SILENCE, UNKNOWN, detect_layout, hash_split, load_clip,
+from pipeline.train.config import load_config
+from pipeline.data.folders import (SILENCE, UNKNOWN, detect_layout, hash_split, load_clip,
                            load_dataset)
-from pipeline.params import FrontEnd
+from pipeline.runtime.params import FrontEnd
 
 CFG = load_config()["data"]
 
@@ -107,7 +107,7 @@ def test_folder_per_label_takes_any_audio(tmp_path):
 
 
 def test_broken_training_file_is_skipped_not_fatal(demo_data, tmp_path, capfd):
-    from pipeline.inputs import decoded
+    from pipeline.data.tfdata import decoded
 
     root = tmp_path / "words"
     shutil.copytree(demo_data / "yes", root / "yes")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.audio import fit_to_length, load_audio
+from pipeline.runtime.audio import fit_to_length, load_audio
 
 FILES = ["model_float.tflite", "model_dynamic.tflite", "model_batch_float.tflite",
          "model_int8.tflite", "stream_float.tflite", "stream_int8.tflite",
@@ -21,7 +21,7 @@ _EXPORTS: dict[Path, Path] = {}
 def exported(run: Path, tmp_path_factory) -> Path:
     """One export per test session, shared by the export and runtime tests."""
     if run not in _EXPORTS:
-        from pipeline.export import export
+        from pipeline.export.export import export
 
         out = tmp_path_factory.mktemp("export")
         export(run, out, batch_size=8, calibration_clips=40, log=lambda line: None,
@@ -42,8 +42,8 @@ def demo_clips(demo_data: Path, n: int = 12) -> np.ndarray:
 
 
 def test_every_file_and_the_manifest(export_dir, tiny_run):
-    from pipeline.export import model_ops
-    from pipeline.params import load_model_info
+    from pipeline.export.export import model_ops
+    from pipeline.runtime.params import load_model_info
 
     fe, labels = load_model_info(tiny_run)
     manifest = json.loads((export_dir / "manifest.json").read_text())
@@ -86,8 +86,8 @@ def test_int8_files_hold_int8_weights_and_are_smaller(export_dir):
 
 
 def test_float_models_match_keras(export_dir, tiny_run, demo_data):
-    from pipeline.runs import load_run
-    from pipeline.runtime import ClipModel, StreamingModel
+    from pipeline.train.runs import load_run
+    from pipeline.runtime.model import ClipModel, StreamingModel
 
     model, fe, _ = load_run(tiny_run)
     x = demo_clips(demo_data)
@@ -110,7 +110,7 @@ def test_float_models_match_keras(export_dir, tiny_run, demo_data):
 
 
 def test_quantized_models_stay_close_to_float(export_dir, demo_data):
-    from pipeline.runtime import ClipModel, StreamingModel
+    from pipeline.runtime.model import ClipModel, StreamingModel
 
     x = demo_clips(demo_data)
     reference = ClipModel(export_dir / "model_float.tflite").predict(x)
@@ -125,7 +125,7 @@ def test_op_outside_builtins_fails_naming_it(tmp_path):
     import keras
     import tensorflow as tf
 
-    from pipeline.export import ExportError, convert, saved_model
+    from pipeline.export.export import ExportError, convert, saved_model
 
     audio = keras.Input((4,), batch_size=1, name="audio")
     odd = keras.layers.Lambda(lambda a: tf.linalg.det(tf.reshape(a, [-1, 2, 2])), name="det")
@@ -138,7 +138,7 @@ def test_op_outside_builtins_fails_naming_it(tmp_path):
 def test_variable_ops_are_rejected(tmp_path):
     import tensorflow as tf
 
-    from pipeline.export import ExportError, model_ops
+    from pipeline.export.export import ExportError, model_ops
 
     class Counter(tf.Module):
         def __init__(self):
@@ -158,9 +158,9 @@ def test_variable_ops_are_rejected(tmp_path):
 
 
 def test_mel_blocks_cover_the_filterbank_exactly():
-    from pipeline.export import mel_blocks
-    from pipeline.features import mel_matrix
-    from pipeline.params import FrontEnd
+    from pipeline.export.export import mel_blocks
+    from models.logmel import mel_matrix
+    from pipeline.runtime.params import FrontEnd
 
     for fe in (FrontEnd(), FrontEnd(n_mels=64, window_ms=25)):
         mel = mel_matrix(fe)
@@ -178,9 +178,9 @@ def test_matmul_spectrum_matches_logmel(demo_data, export_dir):
     """The export-only spectrum (two small DFTs) gives LogMel's features: real clips,
     silence, near-silence and full scale, for front ends whose window is and is not a
     multiple of the inner DFT, with and without MFCCs."""
-    from pipeline.export import FRONT_END_TOLERANCE, _matmul_logmel_class, front_end_difference
-    from pipeline.features import LogMel
-    from pipeline.params import FrontEnd
+    from pipeline.export.export import FRONT_END_TOLERANCE, _matmul_logmel_class, front_end_difference
+    from models.logmel import LogMel
+    from pipeline.runtime.params import FrontEnd
 
     rng = np.random.default_rng(0)
     clips = demo_clips(demo_data)
@@ -213,7 +213,7 @@ def test_missing_training_data_asks_for_calibration(tiny_run, tmp_path, capsys):
 
 
 def test_evaluate_scores_clip_and_streaming_files_alike(export_dir, demo_data):
-    from pipeline.evaluate import evaluate
+    from pipeline.train.evaluate import evaluate
 
     clip, _ = evaluate(export_dir / "model_float.tflite", str(demo_data))
     for name in ("stream_float.tflite", "stream_batch_float.tflite"):

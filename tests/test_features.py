@@ -2,8 +2,8 @@ import librosa
 import numpy as np
 import pytest
 
-from pipeline.features import LogMel
-from pipeline.params import FrontEnd
+from models.logmel import LogMel
+from pipeline.runtime.params import FrontEnd
 
 # The tf.signal front end must equal librosa's mel spectrogram computed on the same
 # frames; measured max |difference| of log-mel is about 1e-6, the stated bound 1e-4.
@@ -72,7 +72,7 @@ def test_front_end_round_trips_and_derives_sizes():
 
 
 def test_spec_augment_masks_only_in_training():
-    from pipeline.features import SpecAugment
+    from models.specaugment import SpecAugment
 
     x = np.random.default_rng(0).normal(size=(8, 100, 40)).astype(np.float32)
     layer = SpecAugment(time_masks=2, time_width=10, freq_masks=2, freq_width=5)

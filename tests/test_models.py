@@ -3,7 +3,7 @@ import pytest
 
 from models import build_model, names
 from models.layers import copy_weights
-from pipeline.params import FrontEnd
+from pipeline.runtime.params import FrontEnd
 
 FE = FrontEnd(stack=2)
 OPTIONS = {"gru": {}, "lstm": {}, "rnn": {}, "crnn": {"conv": {"filters": [4], "kernel": 3}}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.audio import fit_to_length, load_audio
+from pipeline.runtime.audio import fit_to_length, load_audio
 from pipeline.runtime import ClipModel, CommandDetector, Detection, ModelError, StreamingModel
 from test_export import demo_clips, exported
 
@@ -26,8 +26,8 @@ def test_inference_never_imports_tensorflow(export_dir, demo_data):
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
-from pipeline.audio import fit_to_length, load_audio
-from pipeline.runtime import ClipModel, StreamingModel
+from pipeline.runtime.audio import fit_to_length, load_audio
+from pipeline.runtime.model import ClipModel, StreamingModel
 clip = ClipModel({str(export_dir / 'model_int8.tflite')!r})
 audio = fit_to_length(load_audio({str(wav)!r}, clip.front_end.sample_rate), clip.front_end.clip_samples)
 stream = StreamingModel({str(export_dir / 'stream_float.tflite')!r})

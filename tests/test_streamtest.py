@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipeline.data import audio_files
-from pipeline.streamtest import (Found, Truth, build_stream, labelled_clips, read_truth,
-                                 score, speech_span)
+from pipeline.data.folders import audio_files, labelled_clips
+from pipeline.runtime.audio import speech_span
+from pipeline.runtime.streams import Found, Truth, build_stream, read_truth, score
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.config import load_config
-from pipeline.data import NOISE_DIR, UNKNOWN, load_dataset
-from pipeline.synthesize import (ENGINES, MAX_SAMPLES, SAMPLE_RATE, Engine, Job, Mbrola,
+from pipeline.train.config import load_config
+from pipeline.data.folders import NOISE_DIR, UNKNOWN, load_dataset
+from pipeline.synthetic.synthesize import (ENGINES, MAX_SAMPLES, SAMPLE_RATE, Engine, Job, Mbrola,
                                  SynthesisError, Variant, Voice, clip_path, finish, merge,
                                  plan, run_job, run_jobs, working_voices, write_clip)
 

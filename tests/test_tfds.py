@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.config import COMMANDS, DEFAULTS
-from pipeline.data import NOISE_DIR, SILENCE, UNKNOWN
-from pipeline.params import FrontEnd
-from pipeline.sources import open_source
-from pipeline.tfds_source import ARCHIVES, LOCAL, parse_spec
+from pipeline.train.config import COMMANDS, DEFAULTS
+from pipeline.data.folders import NOISE_DIR, SILENCE, UNKNOWN
+from pipeline.runtime.params import FrontEnd
+from pipeline.data.sources import open_source
+from pipeline.data.tfds_source import ARCHIVES, LOCAL, parse_spec
 
 TRAIN_ARCHIVE = "speech_commands_v0.02.tar.gz"
 TEST_ARCHIVE = "speech_commands_test_set_v0.02.tar.gz"
@@ -155,8 +155,8 @@ def test_word_subset_and_model_label_order(local_spec, demo_data):
 
 def test_training_run_from_tfds(local_spec, tmp_path):
     from conftest import TINY
-    from pipeline.config import load_config
-    from pipeline.train import train
+    from pipeline.train.config import load_config
+    from pipeline.train.fit import train
 
     metrics = train(load_config(None, [*TINY, "train.epochs=1"]), f"tfds:{local_spec}",
                     tmp_path / "run", verbose=0)

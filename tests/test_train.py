@@ -44,8 +44,8 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
 
 
 def test_same_seed_same_run(tmp_path):
-    from pipeline.config import load_config
-    from pipeline.train import train
+    from pipeline.train.config import load_config
+    from pipeline.train.fit import train
 
     cfg = load_config(None, [o for o in TINY if not o.startswith("train.epochs")]
                       + ["train.epochs=1"])
@@ -56,8 +56,8 @@ def test_same_seed_same_run(tmp_path):
 
 
 def test_resume_refuses_a_different_config(tiny_run):
-    from pipeline.config import ConfigError, load_config
-    from pipeline.train import train
+    from pipeline.train.config import ConfigError, load_config
+    from pipeline.train.fit import train
 
     with pytest.raises(ConfigError, match="different config"):
         train(load_config(None, TINY + ["model.units=[8]"]), str(DEMO), tiny_run, verbose=0)
@@ -80,8 +80,8 @@ def test_bad_config_fails_before_any_work(tmp_path):
 def test_training_on_custom_words_uses_folder_names(demo_data, tmp_path):
     import shutil
 
-    from pipeline.config import load_config
-    from pipeline.train import train
+    from pipeline.train.config import load_config
+    from pipeline.train.fit import train
 
     data = tmp_path / "my_words"
     for word in ("on", "off"):

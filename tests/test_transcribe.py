@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio import load_audio
-from pipeline.transcribe import (EXIT_SOME_FAILED, RowWriter, Settings, _pcm16_wav,
-                                 expand_inputs, open_model, prepare_resume, read_audio,
-                                 read_rows, run_transcription)
+from pipeline.runtime.audio import load_audio
+from pipeline.runtime.audio import pcm16_wav, read_audio
+from pipeline.runtime.inputs import expand_inputs
+from pipeline.runtime.recognizer import open_model
+from pipeline.runtime.rows import RowWriter, prepare_resume, read_rows
+from pipeline.runtime.transcribe import EXIT_SOME_FAILED, Settings, run_transcription
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "transcribe.py"
@@ -209,7 +211,7 @@ def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
     for name, (data, rate) in cases.items():
         p = tmp_path / f"{name}.wav"
         sf.write(p, data, rate, subtype="PCM_16")
-        assert _pcm16_wav(str(p)) is not None, name
+        assert pcm16_wav(str(p)) is not None, name
         np.testing.assert_array_equal(read_audio(str(p), 16000), load_audio(p, 16000))
     # An extra chunk before the data, an odd-length one, is skipped like soundfile does.
     raw = (tmp_path / "mono.wav").read_bytes()
@@ -221,10 +223,10 @@ def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
     # Anything else is left to soundfile.
     p24 = tmp_path / "pcm24.wav"
     sf.write(p24, clip, sr, subtype="PCM_24")
-    assert _pcm16_wav(str(p24)) is None
+    assert pcm16_wav(str(p24)) is None
     cut = tmp_path / "truncated.wav"
     cut.write_bytes(raw[:-100])
-    assert _pcm16_wav(str(cut)) is None  # truncated data
+    assert pcm16_wav(str(cut)) is None  # truncated data
 
 
 def test_resume_skips_finished_files_and_redoes_failed_and_cut_ones(demo_data, clip_model,
@@ -315,7 +317,9 @@ def test_one_hour_recording(demo_data, clip_model, tmp_path):
 
 def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_model):
     items = [(str(odd_files[n]), None) for n in ("good", "pcm24", "float_48k")]
-    keras_model, tfl_model = open_model(tiny_run), open_model(clip_model)
+    from pipeline.train.recognizer import KerasRecognizer
+
+    keras_model, tfl_model = KerasRecognizer(tiny_run, 16), open_model(clip_model)
     clips = np.stack([load_audio(p, 16000)[:16000] for p, _ in items])
     np.testing.assert_allclose(keras_model.predict(clips), tfl_model.predict(clips), atol=1e-4)
 
@@ -325,16 +329,17 @@ def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny
                                                                   tiny_export, kind):
     """The batched timeline runs K segments side by side, each after a warm-up of the audio
     before it; every lane must equal the exported streaming model run on that audio alone.
-    The .tflite recognizer picks the batched streaming file exported beside the clip model."""
-    from pipeline.runtime import StreamingModel
-    from pipeline.transcribe import _KerasStream, chunked_stream
+    """
+    from pipeline.runtime.model import StreamingModel
+    from pipeline.runtime.recognizer import chunked_stream
+    from pipeline.train.recognizer import KerasStream
 
     audio = _sparse_recording(demo_data, 7.3, 16000, [(1.0, "yes"), (4.0, "no")])
     warmup = 10
     if kind == "keras":
-        stream = _KerasStream(tiny_run, 3)
+        stream = KerasStream(tiny_run, 3)
     else:
-        stream = open_model(tiny_export / "model_batch_float.tflite")._streaming_model()
+        stream = StreamingModel(tiny_export / "stream_batch_float.tflite")
         assert stream.batch == 16
     lanes = stream.batch
     got = chunked_stream(stream, audio, warmup)

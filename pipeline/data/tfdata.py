@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from pipeline.audio import AudioError
-from pipeline.augment import augment, make_silence, mixup
-from pipeline.data import load_clip
-from pipeline.params import FrontEnd
+from pipeline.runtime.audio import AudioError
+from pipeline.data.augment import augment, make_silence, mixup
+from pipeline.data.folders import load_clip
+from pipeline.runtime.params import FrontEnd
 
 AUTOTUNE = tf.data.AUTOTUNE
 

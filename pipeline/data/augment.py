@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from pipeline.params import FrontEnd
+from pipeline.runtime.params import FrontEnd
 
 
 def _uniform(seed, salt: int, low=0.0, high=1.0):

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.audio import AudioError, fit_to_length, load_audio
-from pipeline.params import FrontEnd
+from pipeline.runtime.audio import AUDIO_EXTENSIONS, fit_to_length, load_audio
+from pipeline.runtime.errors import AudioError
+from pipeline.runtime.labels import NOISE_DIR, SILENCE, UNKNOWN
+from pipeline.runtime.params import FrontEnd
 
-SILENCE, UNKNOWN, NOISE_DIR = "_silence_", "_unknown_", "_background_noise_"
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+__all__ = ["SILENCE", "UNKNOWN", "NOISE_DIR", "Dataset", "load_dataset", "load_noise",
+           "load_clip", "hash_split", "audio_files", "detect_layout", "labelled_clips",
+           "extra_counts"]
 SPLITS = ("train", "validation", "test")
 _MAX_WAVS = 2**27 - 1
 
@@ -133,16 +136,22 @@ def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,
             else:
                 unknown[split].append((str(f), index[UNKNOWN]))
     rng = random.Random(seed)
-    fs, fu = data_cfg["silence_fraction"], data_cfg["unknown_fraction"]
     for split in SPLITS:
-        n_known = len(known[split])
-        total = n_known / max(1e-9, 1 - fs - fu)
+        extra = extra_counts(len(known[split]), data_cfg)
         pool = sorted(unknown[split])
         rng.shuffle(pool)
-        n_silence = math.ceil(total * fs) if noise else 0
-        ds.splits[split] = (known[split] + pool[:math.ceil(total * fu)]
+        n_silence = extra[SILENCE] if noise else 0
+        ds.splits[split] = (known[split] + pool[:extra[UNKNOWN]]
                             + [("", index[SILENCE])] * n_silence)
     return ds
+
+
+def extra_counts(n_known: int, data_cfg: dict) -> dict[str, int]:
+    """How many _silence_ and _unknown_ examples go with n_known command examples, so each
+    is its configured fraction of the whole split (the Speech Commands recipe)."""
+    fractions = {SILENCE: data_cfg["silence_fraction"], UNKNOWN: data_cfg["unknown_fraction"]}
+    total = n_known / max(1e-9, 1 - sum(fractions.values()))
+    return {label: math.ceil(total * f) for label, f in fractions.items()}
 
 
 def _test_layout(root: Path, labels: list[str] | None) -> Dataset:
@@ -178,3 +187,12 @@ def load_clip(path: str, fe: FrontEnd) -> np.ndarray:
     if not path:
         return np.zeros(fe.clip_samples, np.float32)
     return fit_to_length(load_audio(path, fe.sample_rate), fe.clip_samples)
+
+
+def labelled_clips(root: str | Path, split: str = "test") -> list[tuple[str, str]]:
+    """(path, label) of one split of a clip set: the 12-class test layout (everything is
+    'test') or a training-archive folder (its list files; other words become _unknown_)."""
+    from pipeline.train.config import DEFAULTS
+
+    ds = load_dataset(root, DEFAULTS["data"])
+    return [(p, ds.labels[i]) for p, i in ds.splits.get(split, []) if p]

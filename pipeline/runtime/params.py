@@ -110,7 +110,7 @@ class FrontEnd:
 
 def save_model_info(run_dir: Path, front_end: FrontEnd, labels: list[str]) -> None:
     """Write labels.txt and frontend.json, the two facts every consumer of a model needs."""
-    from pipeline.io_utils import atomic_write_text
+    from pipeline.runtime.files import atomic_write_text
 
     run_dir = Path(run_dir)
     atomic_write_text(run_dir / "labels.txt", "\n".join(labels) + "\n")

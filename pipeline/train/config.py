@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.params import FrontEnd
+from pipeline.runtime.errors import one_line
+from pipeline.runtime.params import FrontEnd
 
 COMMANDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 
@@ -112,7 +113,7 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
     try:
         node[keys[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {dotted}: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"override {dotted}: {one_line(exc)}") from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -129,7 +130,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
         try:
             user = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: {' '.join(str(exc).split())}") from None
+            raise ConfigError(f"{path}: {one_line(exc)}") from None
         if not isinstance(user, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides:

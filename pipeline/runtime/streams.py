@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.audio import AudioError, fit_to_length, load_audio
-from pipeline.data import SILENCE, UNKNOWN
-from pipeline.io_utils import atomic_write
-
-IGNORED = (SILENCE, UNKNOWN)
+from pipeline.runtime.audio import fit_to_length, load_audio, speech_span
+from pipeline.runtime.errors import AudioError
+from pipeline.runtime.files import atomic_write
+from pipeline.runtime.labels import IGNORED, SILENCE, UNKNOWN
+from pipeline.runtime.rows import read_rows
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,6 @@ class Found:
         return (self.start_s + self.end_s) / 2
 
 
-def speech_span(audio: np.ndarray, sample_rate: int, floor_db: float = -20.0,
-                frame_s: float = 0.01) -> tuple[float, float]:
-    """(start_s, end_s) of the frames within floor_db of the loudest 10 ms frame."""
-    n = max(1, round(frame_s * sample_rate))
-    frames = len(audio) // n
-    if frames == 0:
-        return 0.0, len(audio) / sample_rate
-    power = np.mean(audio[:frames * n].reshape(frames, n).astype(np.float64) ** 2, axis=1)
-    loud = np.flatnonzero(power >= power.max() * 10 ** (floor_db / 10))
-    return loud[0] * n / sample_rate, (loud[-1] + 1) * n / sample_rate
-
-
 def _crossfade_mix(track: np.ndarray, offset: int, sample: np.ndarray, volume: float,
                    ramp: int) -> None:
     n = min(len(sample), len(track) - offset)
@@ -70,16 +58,6 @@ def _crossfade_mix(track: np.ndarray, offset: int, sample: np.ndarray, volume: f
         env[:r] = np.arange(r) / r
         env[n - r:] = np.arange(r, 0, -1) / r
     track[offset:offset + n] += sample[:n] * env * volume
-
-
-def labelled_clips(root: str | Path, split: str = "test") -> list[tuple[str, str]]:
-    """(path, label) of one split of a clip set: the 12-class test layout (everything is
-    'test') or a training-archive folder (its list files; other words become _unknown_)."""
-    from pipeline.config import DEFAULTS
-    from pipeline.data import load_dataset
-
-    ds = load_dataset(root, DEFAULTS["data"])
-    return [(p, ds.labels[i]) for p, i in ds.splits.get(split, []) if p]
 
 
 def build_stream(clips: list[tuple[str, str]], noise_files: list[Path], seconds: float,
@@ -150,8 +128,6 @@ def read_truth(path: str | Path) -> list[Truth]:
 
 def read_detections(path: str | Path, audio_path: str | None = None) -> list[Found]:
     """Detection rows of a transcription output (CSV or JSONL), optionally of one input."""
-    from pipeline.transcribe import read_rows
-
     return [Found(r["label"], float(r["start_s"]), float(r["end_s"]))
             for r in read_rows(Path(path))
             if r.get("kind") == "detection" and (audio_path is None or r["path"] == audio_path)]

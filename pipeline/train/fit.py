@@ -15,13 +15,13 @@ import tensorflow as tf
 import yaml
 
 from models import build_from_config
-from pipeline.config import ConfigError
-from pipeline.data import SILENCE
-from pipeline.evaluate import format_report, plot_confusion, plot_history, report
-from pipeline.inputs import training_batches
-from pipeline.io_utils import atomic_write, atomic_write_text
-from pipeline.params import FrontEnd, save_model_info
-from pipeline.sources import evaluation_batches, open_source
+from pipeline.train.config import ConfigError
+from pipeline.train.evaluate import format_report, plot_confusion, plot_history, report
+from pipeline.data.tfdata import training_batches
+from pipeline.runtime.files import atomic_write, atomic_write_text
+from pipeline.runtime.labels import silence_index
+from pipeline.runtime.params import FrontEnd, save_model_info
+from pipeline.data.sources import evaluation_batches, open_source
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -92,7 +92,7 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     save_model_info(run_dir, fe, labels)
 
-    silence = labels.index(SILENCE) if SILENCE in labels else -1
+    silence = silence_index(labels)
     t = cfg["train"]
     train_ds = training_batches(data.waves("train"), data.count("train"), fe, data.noise,
                                 cfg["augment"], silence, len(labels), t["batch_size"],

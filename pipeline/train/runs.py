@@ -5,8 +5,9 @@ from pathlib import Path
 
 import keras
 
-import pipeline.features  # noqa: F401  (registers the custom layers for safe loading)
-from pipeline.params import FrontEnd, load_model_info
+import models.logmel  # noqa: F401  (registers the custom layers for safe loading)
+import models.specaugment  # noqa: F401
+from pipeline.runtime.params import FrontEnd, load_model_info
 
 
 def model_file(path: str | Path) -> Path:

@@ -24,8 +24,8 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 
-from pipeline.audio import resample
-from pipeline.io_utils import atomic_write
+from pipeline.runtime.audio import resample
+from pipeline.runtime.files import atomic_write
 
 SAMPLE_RATE = 16000
 MAX_SAMPLES = SAMPLE_RATE  # the classifier sees one second

@@ -14,7 +14,6 @@ reused as is, so TFDS acts as the cache of decoded examples between runs.
 """
 from __future__ import annotations
 
-import math
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +25,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from pipeline.audio import fit_to_length, resample
-from pipeline.data import SILENCE, UNKNOWN
-from pipeline.params import FrontEnd
+from pipeline.runtime.audio import fit_to_length, resample
+from pipeline.data.folders import extra_counts
+from pipeline.data.sources import TFDS_PREFIX
+from pipeline.runtime.labels import SILENCE, UNKNOWN, silence_index
+from pipeline.runtime.params import FrontEnd
 
 AUTOTUNE = tf.data.AUTOTUNE
 OFFICIAL = "speech_commands"
@@ -72,10 +73,10 @@ def parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
     options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
     unknown = set(options) - {"manual_dir"}
     if unknown:
-        raise ValueError(f"tfds:{spec}: unknown option(s) {', '.join(sorted(unknown))} "
+        raise ValueError(f"{TFDS_PREFIX}{spec}: unknown option(s) {', '.join(sorted(unknown))} "
                          "(only manual_dir)")
     if name not in (OFFICIAL, LOCAL):
-        raise ValueError(f"tfds:{spec}: unsupported dataset {name!r} "
+        raise ValueError(f"{TFDS_PREFIX}{spec}: unsupported dataset {name!r} "
                          f"(use {OFFICIAL} or {LOCAL})")
     manual = options.get("manual_dir", [""])[-1]
     return name, data_dir or None, Path(manual).expanduser() if manual else None
@@ -91,15 +92,15 @@ def prepared_builder(spec: str) -> tfds.core.DatasetBuilder:
     folder = manual_dir or Path(builder.data_dir_root) / "downloads" / "manual"
     missing = [f for f in sorted(ARCHIVES.values()) if not (folder / f).is_file()]
     if missing and (manual_dir or name == LOCAL):
-        raise FileNotFoundError(f"tfds:{spec}: {', '.join(missing)} not found in {folder}")
+        raise FileNotFoundError(f"{TFDS_PREFIX}{spec}: {', '.join(missing)} not found in {folder}")
     if missing:
         _check_reachable(spec, next(u for u, f in ARCHIVES.items() if f == missing[0]), folder)
     config = tfds.download.DownloadConfig(manual_dir=str(folder), try_download_gcs=False)
     try:
         builder.download_and_prepare(download_config=config)
     except NonMatchingChecksumError:
-        raise ValueError(f"tfds:{spec}: the archives in {folder} are not the official ones "
-                         f"(checksum differs); use tfds:{LOCAL} for other archives") from None
+        raise ValueError(f"{TFDS_PREFIX}{spec}: the archives in {folder} are not the official ones "
+                         f"(checksum differs); use {TFDS_PREFIX}{LOCAL} for other archives") from None
     return builder
 
 
@@ -108,7 +109,7 @@ def _check_reachable(spec: str, url: str, folder: Path) -> None:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
     except OSError as exc:
         raise FileNotFoundError(
-            f"tfds:{spec}: cannot download {url} ({type(exc).__name__}); offline, put "
+            f"{TFDS_PREFIX}{spec}: cannot download {url} ({type(exc).__name__}); offline, put "
             f"{' and '.join(sorted(ARCHIVES.values()))} in {folder} or add ?manual_dir=DIR"
         ) from None
 
@@ -144,7 +145,7 @@ class TfdsSource:
             words = data_cfg["words"] if data_cfg["words"] is not None else tfds_words
             extra = [w for w in words if w not in tfds_words]
             if extra:
-                raise ValueError(f"tfds:{spec}: no class for the word(s) {', '.join(extra)} "
+                raise ValueError(f"{TFDS_PREFIX}{spec}: no class for the word(s) {', '.join(extra)} "
                                  f"(it has {', '.join(tfds_words)})")
             labels = [SILENCE, UNKNOWN, *words]
         self.labels = list(labels)
@@ -194,7 +195,7 @@ class TfdsSource:
 
     def _scan(self, split: str, cfg: dict, noise: list[np.ndarray] | None) -> None:
         """One pass over labels and hashes; fixes the kept set and collects noise."""
-        silence = self.labels.index(SILENCE) if SILENCE in self.labels else -1
+        silence = silence_index(self.labels)
         ds = self._examples(split).map(
             lambda label, h, audio: (label, h, audio[:tf.where(label == silence,
                                                              tf.size(audio), 0)]))
@@ -208,13 +209,11 @@ class TfdsSource:
         h = np.concatenate(hashes) if hashes else np.zeros(0, np.int64)
         thresholds = np.full(len(self.labels), _KEEP_ALL, np.int64)
         if split in BALANCED_SPLITS:
-            fractions = {SILENCE: cfg["silence_fraction"], UNKNOWN: cfg["unknown_fraction"]}
-            extra = [self.labels.index(n) for n in fractions if n in self.labels]
-            n_known = int(np.isin(label, extra, invert=True).sum())
-            total = n_known / max(1e-9, 1 - sum(fractions.values()))
+            extra = [self.labels.index(n) for n in (SILENCE, UNKNOWN) if n in self.labels]
+            keeps = extra_counts(int(np.isin(label, extra, invert=True).sum()), cfg)
             for i in extra:
                 pool = np.sort(h[label == i])
-                keep = math.ceil(total * fractions[self.labels[i]])
+                keep = keeps[self.labels[i]]
                 if keep < len(pool):
                     thresholds[i] = pool[keep - 1] if keep else -1
         self._thresholds[split] = thresholds

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io_utils import atomic_write
+from pipeline.runtime.files import atomic_write
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
@@ -99,13 +99,13 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
 
     split defaults to 'test' for a Speech Commands archive folder and to every clip for
     the test layout or a folder-per-label set."""
-    from pipeline.config import load_config
-    from pipeline.runs import load_run, model_file, run_config
-    from pipeline.sources import evaluation_batches, open_source
+    from pipeline.train.config import load_config
+    from pipeline.train.runs import load_run, model_file, run_config
+    from pipeline.data.sources import evaluation_batches, open_source
 
     path = Path(model_path)
     if path.suffix == ".tflite":
-        from pipeline.runtime import ClipModel, StreamingModel, read_manifest
+        from pipeline.runtime.model import ClipModel, StreamingModel, read_manifest
 
         streaming = "states" in read_manifest(path)[1]
         exported = StreamingModel(path) if streaming else ClipModel(path)

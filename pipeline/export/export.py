@@ -22,8 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.io_utils import atomic_write_bytes, atomic_write_text
-from pipeline.runtime import MANIFEST, SIGNATURE, ClipModel, StreamingModel, open_interpreter
+from pipeline.runtime.errors import one_line
+from pipeline.runtime.files import atomic_write_bytes, atomic_write_text
+from pipeline.runtime.model import MANIFEST, SIGNATURE, ClipModel, StreamingModel, open_interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 # Builtin in name, but they need resource variables that mobile interpreters do not set up.
@@ -116,7 +117,7 @@ def _converter_problem(exc: Exception) -> str:
         ops.update(o.strip() for o in listed.split(",") if o.strip())
     if ops:
         return "needs ops outside the TFLite builtins: " + ", ".join(sorted(ops))
-    return "conversion failed: " + (" ".join(text.split())[:300] or type(exc).__name__)
+    return "conversion failed: " + one_line(exc)[:300]
 
 
 def convert_int8(saved_dir: Path, name: str, samples: dict[str, np.ndarray],
@@ -129,7 +130,7 @@ def convert_int8(saved_dir: Path, name: str, samples: dict[str, np.ndarray],
         data, out = Path(tmp) / "calibration.npz", Path(tmp) / "model.tflite"
         np.savez(data, **samples)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.export", "--int8", str(saved_dir), str(data),
+            [sys.executable, "-m", "pipeline.export.export", "--int8", str(saved_dir), str(data),
              str(out), "1" if per_channel else "0"],
             cwd=ROOT, capture_output=True, text=True)
         if proc.returncode < 0:
@@ -198,7 +199,7 @@ def fixed_batch_twin(model, cfg: dict, fe, n_classes: int, mode: str, batch_size
 
     from models import build_from_config
     from models.layers import copy_weights
-    from pipeline.features import LogMel
+    from models.logmel import LogMel
 
     def clone(layer):
         config = layer.get_config()
@@ -242,7 +243,7 @@ def _blocked_logmel_class():
     is ~90% zeros stored as a few small dense blocks that stay float in every export."""
     import tensorflow as tf
 
-    from pipeline.features import LogMel
+    from models.logmel import LogMel
 
     class BlockedLogMel(LogMel):
         def call(self, audio):
@@ -270,7 +271,7 @@ def fft_plan(fe) -> dict[str, np.ndarray]:
     elementwise product, the outer sums a matrix product over b for just the bins that the
     mel filterbank uses. Powers come out in (c, d) order, so the filterbank's rows are
     permuted to match rather than the spectrum transposed."""
-    from pipeline.features import mel_matrix
+    from models.logmel import mel_matrix
 
     n = fe.fft_length
     n2 = 1 << (n.bit_length() - 1) // 2
@@ -306,7 +307,7 @@ def _matmul_logmel_class():
     streaming model."""
     import tensorflow as tf
 
-    from pipeline.features import LogMel
+    from models.logmel import LogMel
 
     class MatmulLogMel(LogMel):
         def call(self, audio):
@@ -339,7 +340,7 @@ def front_end_difference(fe, audio: np.ndarray, chunk: int = 64) -> float:
     (before the DCT when the front end makes MFCCs, which both compute the same way)."""
     import dataclasses
 
-    from pipeline.features import LogMel
+    from models.logmel import LogMel
 
     log_mel = dataclasses.replace(fe, n_mfcc=0).to_dict()
     reference, fast = LogMel(log_mel), _matmul_logmel_class()(log_mel)
@@ -349,12 +350,14 @@ def front_end_difference(fe, audio: np.ndarray, chunk: int = 64) -> float:
 
 def data_source(cfg: dict, calibration: str | None, run_dir: Path) -> str:
     """--calibration when given, else the run's own training data (config.yaml: source)."""
+    from pipeline.data.sources import source_exists
+
     if calibration:
-        if not str(calibration).startswith("tfds:") and not Path(calibration).exists():
+        if not source_exists(calibration):
             raise ExportError(f"{calibration}: calibration data not found")
         return str(calibration)
     source = cfg.get("source")
-    if source and (str(source).startswith("tfds:") or Path(source).exists()):
+    if source and source_exists(source):
         return str(source)
     raise ExportError(f"{run_dir / 'config.yaml'}: training data {source!r} not found; "
                       "pass --calibration PATH")
@@ -364,8 +367,8 @@ def clips(source, fe, cfg: dict, labels: list[str], splits: tuple[str, ...], lim
           seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Up to limit clips (a seeded random subset) of the first split that has any, prepared
     as evaluation prepares them (generated _silence_ clips get noise)."""
-    from pipeline.inputs import decoded
-    from pipeline.sources import as_arrays, evaluation_batches
+    from pipeline.data.tfdata import decoded
+    from pipeline.data.sources import as_arrays, evaluation_batches
 
     split = next((s for s in splits if source.count(s)), None)
     if split is None:
@@ -400,8 +403,8 @@ def export(run_dir: str | Path, out_dir: str | Path | None = None,
     export leaves an earlier export in out_dir untouched."""
     import tensorflow as tf  # noqa: F401  (before keras, so conversion uses the TF backend)
 
-    from pipeline.runs import load_run, model_file, run_config
-    from pipeline.sources import open_source
+    from pipeline.train.runs import load_run, model_file, run_config
+    from pipeline.data.sources import open_source
 
     run_dir = model_file(run_dir).parent
     model, fe, labels = load_run(run_dir)

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data import SILENCE, Dataset, load_dataset, load_noise
-from pipeline.inputs import decoded, eval_batches
-from pipeline.params import FrontEnd
+from pipeline.data.folders import Dataset, load_dataset, load_noise
+from pipeline.data.tfdata import decoded, eval_batches
+from pipeline.runtime.labels import silence_index
+from pipeline.runtime.params import FrontEnd
 
 TFDS_PREFIX = "tfds:"
 
@@ -37,11 +38,16 @@ class FolderSource:
         return [s for s in ("train", "validation", "test") if self.count(s)]
 
 
+def source_exists(source: str | Path) -> bool:
+    """A TFDS spec (checked when opened) or an existing local path."""
+    return str(source).startswith(TFDS_PREFIX) or Path(source).exists()
+
+
 def open_source(source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0,
                 labels: list[str] | None = None):
     """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR][?manual_dir=DIR]'."""
     if str(source).startswith(TFDS_PREFIX):
-        from pipeline.tfds_source import TfdsSource
+        from pipeline.data.tfds_source import TfdsSource
 
         return TfdsSource(str(source)[len(TFDS_PREFIX):], data_cfg, fe, seed, labels)
     return FolderSource(load_dataset(source, data_cfg, seed, labels), fe)
@@ -51,9 +57,8 @@ def evaluation_batches(source, waves: tf.data.Dataset, cfg: dict, seed: int,
                        batch_size: int = 64) -> tf.data.Dataset:
     """Batches prepared as every evaluation prepares them: generated _silence_ clips get a
     fixed noise cut at the level the run's config sets."""
-    silence = source.labels.index(SILENCE) if SILENCE in source.labels else -1
     return eval_batches(waves, source.fe, source.noise, cfg["augment"]["silence_dbfs"],
-                        silence, batch_size, seed)
+                        silence_index(source.labels), batch_size, seed)
 
 
 def as_arrays(batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,125 @@
+"""Inputs of batch transcription: what paths to read, and decoding them ahead of use.
+
+Every input names its own problem: a bad path or an undecodable file becomes one error
+row, never a failed run.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+import numpy as np
+
+from pipeline.runtime.audio import AUDIO_EXTENSIONS, read_audio
+from pipeline.runtime.errors import AudioError, one_line
+
+
+def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None
+                  ) -> Iterator[tuple[str, str | None]]:
+    """(path, problem) for every input: files, directories (recursive, audio extensions),
+    glob patterns, @list files and '-' (paths on stdin), each path once. A path that does
+    not exist is passed on so that it gets its own error row; problem is set for an input
+    that names no file at all (a pattern matching nothing, an unreadable list)."""
+    seen: set[str] = set()
+
+    def one(item: str, from_list: bool) -> Iterator[tuple[str, str | None]]:
+        if not from_list and item == "-":
+            for line in (stdin or sys.stdin):
+                yield from one(line.rstrip("\r\n"), True)
+        elif not from_list and item.startswith("@"):
+            try:
+                lines = Path(item[1:]).read_text().splitlines()
+            except OSError as exc:
+                yield item, f"cannot read path list ({exc.strerror or exc})"
+                return
+            except UnicodeDecodeError:
+                yield item, "path list is not text"
+                return
+            for line in lines:
+                yield from one(line.strip(), True)
+        elif not item or from_list and item.startswith("#"):
+            return
+        elif os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                for name in sorted(files):
+                    if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                        yield os.path.join(root, name), None
+        elif not os.path.lexists(item) and any(c in item for c in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                yield item, "no files match this pattern"
+            for m in matches:
+                yield from (one(m, True) if os.path.isdir(m) else [(m, None)])
+        else:
+            yield item, None
+
+    for item in inputs:
+        for path, problem in one(item, False):
+            key = os.path.normpath(path)
+            if key not in seen:
+                seen.add(key)
+                yield path, problem
+
+
+
+def _decode_chunk(paths: list[str], sample_rate: int) -> list[tuple[str, np.ndarray | str]]:
+    out: list[tuple[str, np.ndarray | str]] = []
+    for p in paths:
+        try:
+            out.append((p, read_audio(p, sample_rate)))
+        except AudioError as exc:
+            out.append((p, exc.problem))
+        except (OSError, MemoryError, ValueError, RuntimeError) as exc:
+            out.append((p, f"cannot read audio ({one_line(exc)})"))
+    return out
+
+
+def decoded(items: Iterable[tuple[str, str | None]], sample_rate: int, workers: int,
+            chunk: int = 64, budget_bytes: int = 512 << 20
+            ) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(path, audio or problem) in input order, decoded by worker threads a few chunks
+    ahead; the look-ahead is bounded by file sizes on disk so long recordings cannot pile
+    up in memory."""
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
+    ahead: deque[tuple[Future | list, int]] = deque()
+    in_flight, it, exhausted = 0, iter(items), False
+    try:
+        while True:
+            while not exhausted and (not ahead or len(ahead) < 3 * max(1, workers)
+                                     and in_flight < budget_bytes):
+                paths, size = [], 0
+                for path, problem in it:
+                    if problem:
+                        if paths:
+                            ahead.append((pool.submit(_decode_chunk, paths, sample_rate), size))
+                            in_flight += size
+                            paths, size = [], 0
+                        ahead.append(([(path, problem)], 0))
+                        break
+                    paths.append(path)
+                    try:
+                        size += os.stat(path).st_size
+                    except OSError:
+                        pass
+                    if len(paths) >= chunk or size >= budget_bytes // 4:
+                        break
+                else:
+                    exhausted = True
+                if paths:
+                    ahead.append((pool.submit(_decode_chunk, paths, sample_rate), size))
+                    in_flight += size
+            if not ahead:
+                return
+            job, size = ahead.popleft()
+            in_flight -= size
+            yield from (job.result() if isinstance(job, Future) else job)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+

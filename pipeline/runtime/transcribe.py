@@ -1,0 +1,225 @@
+"""Batch transcription: label every recording of a file tree, one bad file costing one row.
+
+A clip no longer than the model window gets one row (label, score, top-k). A longer
+recording gets a timeline: the streaming model's per-hop class probabilities go through the
+command detector (moving average, threshold, suppression) and every detection becomes a
+row, followed by the file's summary row. Worker threads decode files ahead of the main
+thread, which hands fixed-size batches to as many model instances as there are cores
+(the interpreter releases the GIL); rows are written and flushed as each batch finishes.
+
+With a .tflite model nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from pipeline.runtime.audio import speech_span
+from pipeline.runtime.detector import CommandDetector
+from pipeline.runtime.errors import one_line
+from pipeline.runtime.inputs import decoded
+from pipeline.runtime.recognizer import Recognizer
+from pipeline.runtime.rows import RowWriter, prepare_resume
+
+EXIT_SOME_FAILED = 3
+
+
+@dataclass
+class Settings:
+    top_k: int = 3
+    threshold: float | None = None
+    average_window_s: float | None = None
+    suppression_s: float | None = None
+    batch: int = 256
+    decode_workers: int = 2
+    plot_dir: Path | None = None
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    clips: int = 0
+    recordings: int = 0
+    errors: int = 0
+    audio_s: float = 0.0
+    detections: int = 0
+    wall_s: float = 0.0
+    failed: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        rate = self.files / self.wall_s if self.wall_s else 0.0
+        rt = self.audio_s / self.wall_s if self.wall_s else 0.0
+        return (f"{self.files} files ({self.clips} clips, {self.recordings} recordings, "
+                f"{self.errors} errors), {self.audio_s:.1f} s of audio, {self.detections} "
+                f"detections in {self.wall_s:.2f} s: {rate:.0f} files/s, {rt:.0f}x real time")
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "clips": self.clips, "recordings": self.recordings,
+                "errors": self.errors, "audio_s": round(self.audio_s, 3),
+                "detections": self.detections, "wall_s": round(self.wall_s, 3),
+                "files_per_s": round(self.files / self.wall_s, 1) if self.wall_s else 0.0,
+                "x_real_time": round(self.audio_s / self.wall_s, 1) if self.wall_s else 0.0}
+
+
+def top_k_rows(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[int, float, list]]:
+    """(best index, best score, top-k list) per row, sorted once for the whole batch."""
+    order = np.argsort(-probs, axis=1)[:, :max(1, k)]
+    scores = np.take_along_axis(probs, order, axis=1).round(4).tolist()
+    return [(o[0], s[0], [{"label": labels[j], "score": v} for j, v in zip(o[:k], s[:k])])
+            for o, s in zip(order.tolist(), scores)]
+
+
+class Transcriber:
+    """Runs inputs through a model into a RowWriter and counts what it did."""
+
+    def __init__(self, model: Recognizer, writer: RowWriter, settings: Settings,
+                 progress=None):
+        self.model, self.writer, self.s, self.progress = model, writer, settings, progress
+        self.fe = model.front_end
+        self.summary = Summary()
+        self._detector_options = {k: v for k, v in (
+            ("threshold", settings.threshold), ("average_window_s", settings.average_window_s),
+            ("suppression_s", settings.suppression_s)) if v is not None}
+
+    def run(self, items: Iterable[tuple[str, str | None]]) -> Summary:
+        start = time.perf_counter()
+        clips: list[tuple[str, np.ndarray]] = []
+        pending: deque[tuple[Future, list]] = deque()
+        pool = ThreadPoolExecutor(self.model.instances, thread_name_prefix="infer")
+        try:
+            for path, audio in decoded(items, self.fe.sample_rate, self.s.decode_workers):
+                if isinstance(audio, str):
+                    self._error(path, audio)
+                elif len(audio) <= self.fe.clip_samples:
+                    clips.append((path, audio))
+                    if len(clips) >= self.s.batch:
+                        pending.append((pool.submit(self.model.predict, self._stack(clips)),
+                                        clips))
+                        clips = []
+                    while pending and (pending[0][0].done()
+                                       or len(pending) > self.model.instances):
+                        self._clip_rows(*pending.popleft())
+                else:
+                    while pending:
+                        self._clip_rows(*pending.popleft())
+                    self._recording(path, audio)
+            if clips:
+                pending.append((pool.submit(self.model.predict, self._stack(clips)), clips))
+            while pending:
+                self._clip_rows(*pending.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.writer.flush()
+            self.summary.wall_s = time.perf_counter() - start
+        return self.summary
+
+    def _stack(self, clips: list[tuple[str, np.ndarray]]) -> np.ndarray:
+        batch = np.zeros((len(clips), self.fe.clip_samples), np.float32)
+        for i, (_, a) in enumerate(clips):
+            batch[i, :len(a)] = a
+        return batch
+
+    def _done(self, n: int) -> None:
+        self.summary.files += n
+        if self.progress is not None:
+            self.progress.update(n)
+
+    def _error(self, path: str, problem: str) -> None:
+        self.writer.write({"path": path, "kind": "error", "error": problem})
+        self.writer.flush()
+        self.summary.errors += 1
+        self.summary.failed.append(path)
+        self._done(1)
+
+    def _clip_rows(self, job: Future, clips: list[tuple[str, np.ndarray]]) -> None:
+        try:
+            probs = job.result()
+        except (ValueError, RuntimeError) as exc:  # a failed batch costs its rows, not the run
+            for path, _ in clips:
+                self._error(path, f"inference failed ({one_line(exc)})")
+            return
+        sr = self.fe.sample_rate
+        for (path, a), (best, score, top) in zip(clips, top_k_rows(probs, self.model.labels,
+                                                                    self.s.top_k)):
+            self.writer.write({"path": path, "kind": "clip", "label": self.model.labels[best],
+                               "score": score, "top_k": top,
+                               "duration_s": round(len(a) / sr, 4)})
+            self.summary.audio_s += len(a) / sr
+        self.writer.flush()
+        self.summary.clips += len(clips)
+        self._done(len(clips))
+
+    def _recording(self, path: str, audio: np.ndarray) -> None:
+        sr = self.fe.sample_rate
+        try:
+            hop_s, probs = self.model.timeline(audio)
+            found = CommandDetector(self.model.labels, hop_s,
+                                    **self._detector_options).process(probs)
+        except (ValueError, RuntimeError, MemoryError) as exc:
+            self._error(path, f"inference failed ({one_line(exc)})")
+            return
+        rows = []
+        for d in found:
+            start, end = word_span(audio, sr, d.time_s, self.fe.clip_seconds)
+            rows.append({"path": path, "kind": "detection", "label": d.label,
+                         "score": round(float(d.score), 4), "start_s": start, "end_s": end})
+        best = max(found, key=lambda d: d.score, default=None)
+        duration = len(audio) / sr
+        summary_row = {"path": path, "kind": "recording",
+                       "label": best.label if best else None,
+                       "score": round(float(best.score), 4) if best else None,
+                       "duration_s": round(duration, 4), "detections": len(found)}
+        if self.s.plot_dir is not None:
+            try:
+                from pipeline.runtime.plot import plot_name, plot_timeline
+
+                plot_timeline(self.s.plot_dir / plot_name(path), audio, sr, hop_s, probs,
+                              self.model.labels, rows, path)
+            except (OSError, ValueError, MemoryError) as exc:
+                summary_row["error"] = f"plot failed ({one_line(exc)})"
+        for r in rows + [summary_row]:
+            self.writer.write(r)
+        self.writer.flush()
+        self.summary.recordings += 1
+        self.summary.audio_s += duration
+        self.summary.detections += len(found)
+        self._done(1)
+
+
+def word_span(audio: np.ndarray, sample_rate: int, time_s: float, window_s: float
+              ) -> tuple[float, float]:
+    """Where the detected word lies: the loud part (within 20 dB of the peak) of the
+    model window that ended at the detection."""
+    end = min(len(audio), round(time_s * sample_rate))
+    begin = max(0, end - round(window_s * sample_rate))
+    if end - begin < sample_rate // 100:
+        return round(begin / sample_rate, 3), round(end / sample_rate, 3)
+    s, e = speech_span(audio[begin:end], sample_rate)
+    return round(begin / sample_rate + s, 3), round(begin / sample_rate + e, 3)
+
+
+# ----------------------------------------------------------------------------- plots
+
+def run_transcription(model: Recognizer, items: Iterable[tuple[str, str | None]],
+                      out: Path | None, settings: Settings, resume: bool = False,
+                      progress: Callable[[int], object] | None = None) -> Summary:
+    """Transcribe items into out (stdout if None), skipping what out holds when resuming."""
+    done = prepare_resume(out) if resume and out is not None else set()
+    writer = RowWriter(out, append=resume and out is not None and out.exists())
+    try:
+        todo = [(p, e) for p, e in items if p not in done]
+        bar = progress(len(todo)) if progress else None
+        try:
+            return Transcriber(model, writer, settings, bar).run(todo)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        writer.close()

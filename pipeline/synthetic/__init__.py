@@ -1,0 +1,1 @@
+"""Synthetic training speech from offline TTS engines (subprocesses; no Python TTS)."""

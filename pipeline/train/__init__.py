@@ -1,0 +1,1 @@
+"""Training, configs, evaluation and run directories (TensorFlow/Keras)."""
