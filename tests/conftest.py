@@ -1,9 +1,11 @@
-"""Shared fixtures: the demo sample and one tiny model trained on it once per session."""
+"""Shared fixtures: the demo sample, one tiny model trained on it and its export, each made
+once per session."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +30,27 @@ def tiny_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("tiny_run")
     train(load_config(None, TINY), str(DEMO), run, verbose=0)
     return run
+
+
+STREAM_BATCH = 5  # lanes of stream_batch_float.tflite in the test export
+CLIP_BATCH = 8    # clips per call of model_batch_float.tflite in the test export
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """Every exported file of the tiny run, written by the real exporter."""
+    from pipeline.export.export import export
+
+    out = tmp_path_factory.mktemp("tiny_export")
+    export(tiny_run, out, batch_size=CLIP_BATCH, calibration_clips=40, log=lambda line: None,
+           stream_batch=STREAM_BATCH)
+    return out
+
+
+def demo_clips(n: int = 12) -> np.ndarray:
+    """n one-second demo clips spread over the words, at 16 kHz."""
+    from pipeline.runtime.audio import fit_to_length, load_audio
+
+    files = sorted(p for p in DEMO.glob("*/*.wav") if p.parent.name != "_background_noise_")
+    pick = files[:: max(1, len(files) // n)][:n]
+    return np.stack([fit_to_length(load_audio(f, 16000), 16000) for f in pick])

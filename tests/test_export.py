@@ -9,49 +9,22 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.runtime.audio import fit_to_length, load_audio
+from tests.conftest import STREAM_BATCH, demo_clips
 
 FILES = ["model_float.tflite", "model_dynamic.tflite", "model_batch_float.tflite",
          "model_int8.tflite", "stream_float.tflite", "stream_int8.tflite",
          "stream_batch_float.tflite"]
-STREAM_BATCH = 5
-_EXPORTS: dict[Path, Path] = {}
-
-
-def exported(run: Path, tmp_path_factory) -> Path:
-    """One export per test session, shared by the export and runtime tests."""
-    if run not in _EXPORTS:
-        from pipeline.export.export import export
-
-        out = tmp_path_factory.mktemp("export")
-        export(run, out, batch_size=8, calibration_clips=40, log=lambda line: None,
-               stream_batch=STREAM_BATCH)
-        _EXPORTS[run] = out
-    return _EXPORTS[run]
-
-
-@pytest.fixture(scope="module")
-def export_dir(tiny_run, tmp_path_factory) -> Path:
-    return exported(tiny_run, tmp_path_factory)
-
-
-def demo_clips(demo_data: Path, n: int = 12) -> np.ndarray:
-    files = sorted(p for p in demo_data.glob("*/*.wav") if p.parent.name != "_background_noise_")
-    pick = files[:: max(1, len(files) // n)][:n]
-    return np.stack([fit_to_length(load_audio(f, 16000), 16000) for f in pick])
-
-
-def test_every_file_and_the_manifest(export_dir, tiny_run):
+def test_every_file_and_the_manifest(tiny_export, tiny_run):
     from pipeline.export.export import model_ops
     from pipeline.runtime.params import load_model_info
 
     fe, labels = load_model_info(tiny_run)
-    manifest = json.loads((export_dir / "manifest.json").read_text())
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
     assert sorted(manifest["files"]) == sorted(FILES)
-    assert manifest["labels"] == labels == (export_dir / "labels.txt").read_text().split()
+    assert manifest["labels"] == labels == (tiny_export / "labels.txt").read_text().split()
     assert manifest["hop_samples"] == fe.step_samples and manifest["sample_rate"] == fe.sample_rate
     for name, entry in manifest["files"].items():
-        content = (export_dir / name).read_bytes()
+        content = (tiny_export / name).read_bytes()
         assert entry["bytes"] == len(content), name
         assert not {"VAR_HANDLE", "READ_VARIABLE", "CUSTOM"} & set(model_ops(content, name))
         assert 0 <= entry["accuracy"] <= 1
@@ -74,33 +47,33 @@ def test_every_file_and_the_manifest(export_dir, tiny_run):
         {k: [STREAM_BATCH, *v[1:]] for k, v in inputs.items()}
 
 
-def test_int8_files_hold_int8_weights_and_are_smaller(export_dir):
+def test_int8_files_hold_int8_weights_and_are_smaller(tiny_export):
     from ai_edge_litert.interpreter import Interpreter
 
     for name in ("model_int8.tflite", "stream_int8.tflite"):
-        kinds = {d["dtype"] for d in Interpreter(str(export_dir / name)).get_tensor_details()}
+        kinds = {d["dtype"] for d in Interpreter(str(tiny_export / name)).get_tensor_details()}
         assert np.int8 in kinds, name
-    size = {n: (export_dir / n).stat().st_size for n in FILES}
+    size = {n: (tiny_export / n).stat().st_size for n in FILES}
     assert size["stream_int8.tflite"] < size["stream_float.tflite"]
     assert size["model_dynamic.tflite"] < size["model_float.tflite"]
 
 
-def test_float_models_match_keras(export_dir, tiny_run, demo_data):
+def test_float_models_match_keras(tiny_export, tiny_run, demo_data):
     from pipeline.train.runs import load_run
     from pipeline.runtime.model import ClipModel, StreamingModel
 
     model, fe, _ = load_run(tiny_run)
-    x = demo_clips(demo_data)
+    x = demo_clips()
     expected = model.predict(x, verbose=0)
     for name in ("model_float.tflite", "model_batch_float.tflite"):
-        got = ClipModel(export_dir / name).predict(x)  # 12 clips: one padded batch of 8
+        got = ClipModel(tiny_export / name).predict(x)  # 12 clips: one padded batch of 8
         assert np.abs(got - expected).max() <= 1e-4, name
         assert (got.argmax(1) == expected.argmax(1)).all(), name
-    stream = StreamingModel(export_dir / "stream_float.tflite")
+    stream = StreamingModel(tiny_export / "stream_float.tflite")
     last = np.stack([stream.run(clip)[-1] for clip in x])
     assert np.abs(last - expected).max() <= 1e-4
     assert (last.argmax(1) == expected.argmax(1)).all()
-    lanes = StreamingModel(export_dir / "stream_batch_float.tflite")
+    lanes = StreamingModel(tiny_export / "stream_batch_float.tflite")
     assert lanes.batch == STREAM_BATCH
     # 12 clips in lanes of 5: the last call leaves two lanes unused.
     side_by_side = np.concatenate([lanes.run(x[i:i + STREAM_BATCH])[:, -1]
@@ -109,14 +82,14 @@ def test_float_models_match_keras(export_dir, tiny_run, demo_data):
     assert np.abs(side_by_side - last).max() <= 1e-5
 
 
-def test_quantized_models_stay_close_to_float(export_dir, demo_data):
+def test_quantized_models_stay_close_to_float(tiny_export, demo_data):
     from pipeline.runtime.model import ClipModel, StreamingModel
 
-    x = demo_clips(demo_data)
-    reference = ClipModel(export_dir / "model_float.tflite").predict(x)
+    x = demo_clips()
+    reference = ClipModel(tiny_export / "model_float.tflite").predict(x)
     for name in ("model_dynamic.tflite", "model_int8.tflite"):
-        assert np.abs(ClipModel(export_dir / name).predict(x) - reference).max() < 0.1, name
-    stream = StreamingModel(export_dir / "stream_int8.tflite")
+        assert np.abs(ClipModel(tiny_export / name).predict(x) - reference).max() < 0.1, name
+    stream = StreamingModel(tiny_export / "stream_int8.tflite")
     last = np.stack([stream.run(clip)[-1] for clip in x])
     assert np.abs(last - reference).max() < 0.1
 
@@ -174,7 +147,7 @@ def test_mel_blocks_cover_the_filterbank_exactly():
         assert blocks[-1][3] == fe.n_mels
 
 
-def test_matmul_spectrum_matches_logmel(demo_data, export_dir):
+def test_matmul_spectrum_matches_logmel(demo_data, tiny_export):
     """The export-only spectrum (two small DFTs) gives LogMel's features: real clips,
     silence, near-silence and full scale, for front ends whose window is and is not a
     multiple of the inner DFT, with and without MFCCs."""
@@ -183,7 +156,7 @@ def test_matmul_spectrum_matches_logmel(demo_data, export_dir):
     from pipeline.runtime.params import FrontEnd
 
     rng = np.random.default_rng(0)
-    clips = demo_clips(demo_data)
+    clips = demo_clips()
     noise = rng.uniform(-1, 1, (4, 16000)).astype(np.float32) * np.float32([1, 1e-3, 1e-6, 0])[:, None]
     assert front_end_difference(FrontEnd(stack=2), clips) < 2e-4
     for fe in (FrontEnd(stack=2), FrontEnd(n_mels=64, window_ms=25),
@@ -193,7 +166,7 @@ def test_matmul_spectrum_matches_logmel(demo_data, export_dir):
             same = [layer(fe.to_dict(), causal=causal)(noise[:2]).shape
                     for layer in (LogMel, _matmul_logmel_class())]
             assert same[0] == same[1]
-    manifest = json.loads((export_dir / "manifest.json").read_text())
+    manifest = json.loads((tiny_export / "manifest.json").read_text())
     for name in ("model_batch_float.tflite", "stream_batch_float.tflite"):
         assert manifest["files"][name]["log_mel_max_diff"] < FRONT_END_TOLERANCE
 
@@ -212,11 +185,11 @@ def test_missing_training_data_asks_for_calibration(tiny_run, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_scores_clip_and_streaming_files_alike(export_dir, demo_data):
+def test_evaluate_scores_clip_and_streaming_files_alike(tiny_export, demo_data):
     from pipeline.train.evaluate import evaluate
 
-    clip, _ = evaluate(export_dir / "model_float.tflite", str(demo_data))
+    clip, _ = evaluate(tiny_export / "model_float.tflite", str(demo_data))
     for name in ("stream_float.tflite", "stream_batch_float.tflite"):
-        stream, _ = evaluate(export_dir / name, str(demo_data))
+        stream, _ = evaluate(tiny_export / name, str(demo_data))
         assert stream["n"] == clip["n"] > 0
         assert abs(stream["accuracy"] - clip["accuracy"]) <= 1 / clip["n"]

@@ -11,26 +11,21 @@ import pytest
 
 from pipeline.runtime.audio import fit_to_length, load_audio
 from pipeline.runtime import ClipModel, CommandDetector, Detection, ModelError, StreamingModel
-from test_export import demo_clips, exported
+from tests.conftest import demo_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def export_dir(tiny_run, tmp_path_factory) -> Path:
-    return exported(tiny_run, tmp_path_factory)
-
-
-def test_inference_never_imports_tensorflow(export_dir, demo_data):
+def test_inference_never_imports_tensorflow(tiny_export, demo_data):
     wav = sorted((demo_data / "yes").glob("*.wav"))[0]
     code = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 from pipeline.runtime.audio import fit_to_length, load_audio
 from pipeline.runtime.model import ClipModel, StreamingModel
-clip = ClipModel({str(export_dir / 'model_int8.tflite')!r})
+clip = ClipModel({str(tiny_export / 'model_int8.tflite')!r})
 audio = fit_to_length(load_audio({str(wav)!r}, clip.front_end.sample_rate), clip.front_end.clip_samples)
-stream = StreamingModel({str(export_dir / 'stream_float.tflite')!r})
+stream = StreamingModel({str(tiny_export / 'stream_float.tflite')!r})
 print(json.dumps({{"clip": clip.predict(audio[None])[0].tolist(),
                   "stream": stream.run(audio)[-1].tolist(),
                   "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))}}))
@@ -40,15 +35,15 @@ print(json.dumps({{"clip": clip.predict(audio[None])[0].tolist(),
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
     audio = fit_to_length(load_audio(wav, 16000), 16000)
-    np.testing.assert_allclose(out["clip"], ClipModel(export_dir / "model_int8.tflite")
+    np.testing.assert_allclose(out["clip"], ClipModel(tiny_export / "model_int8.tflite")
                                .predict(audio[None])[0], atol=1e-6)
-    np.testing.assert_allclose(out["stream"], StreamingModel(export_dir / "stream_float.tflite")
+    np.testing.assert_allclose(out["stream"], StreamingModel(tiny_export / "stream_float.tflite")
                                .run(audio)[-1], atol=1e-6)
 
 
-def test_streaming_state_is_carried_and_reset(export_dir, demo_data):
-    model = StreamingModel(export_dir / "stream_float.tflite")
-    audio = demo_clips(demo_data, 2)
+def test_streaming_state_is_carried_and_reset(tiny_export, demo_data):
+    model = StreamingModel(tiny_export / "stream_float.tflite")
+    audio = demo_clips(2)
     hop = model.hop_samples
     whole = model.run(audio[0])
     assert whole.shape == (16000 // hop, len(model.labels))
@@ -64,14 +59,14 @@ def test_streaming_state_is_carried_and_reset(export_dir, demo_data):
     assert model.run(audio[0][: 3 * hop + 1]).shape[0] == 4
 
 
-def test_batched_streaming_model_runs_independent_lanes(export_dir, demo_data):
+def test_batched_streaming_model_runs_independent_lanes(tiny_export, demo_data):
     """Each lane of the batched file is its own stream: stepping K different signals at
     once gives what the single-stream file gives for each alone."""
-    single = StreamingModel(export_dir / "stream_float.tflite")
-    lanes = StreamingModel(export_dir / "stream_batch_float.tflite")
+    single = StreamingModel(tiny_export / "stream_float.tflite")
+    lanes = StreamingModel(tiny_export / "stream_batch_float.tflite")
     k, hop = lanes.batch, lanes.hop_samples
     assert k > 1 and lanes.state["h0_state"].shape[0] == k
-    audio = demo_clips(demo_data, k)
+    audio = demo_clips(k)
     audio[1] *= 0.1                       # lanes differ in level too
     alone = np.stack([single.run(a) for a in audio])
     hops = audio.reshape(k, -1, hop)
@@ -83,18 +78,18 @@ def test_batched_streaming_model_runs_independent_lanes(export_dir, demo_data):
         lanes.run(np.zeros((k + 1, 16000), np.float32))
 
 
-def test_clip_model_rejects_bad_input_and_files(export_dir, tmp_path):
-    model = ClipModel(export_dir / "model_batch_float.tflite")
+def test_clip_model_rejects_bad_input_and_files(tiny_export, tmp_path):
+    model = ClipModel(tiny_export / "model_batch_float.tflite")
     assert model.batch_size == 8
     assert model.predict(np.zeros((0, 16000), np.float32)).shape == (0, len(model.labels))
     with pytest.raises(ValueError, match=r"expected \[n, 16000\] audio"):
         model.predict(np.zeros((2, 8000), np.float32))
     lonely = tmp_path / "model_float.tflite"
-    lonely.write_bytes((export_dir / "model_float.tflite").read_bytes())
+    lonely.write_bytes((tiny_export / "model_float.tflite").read_bytes())
     with pytest.raises(ModelError, match=f"{lonely}: no manifest.json beside it"):
         ClipModel(lonely)
     with pytest.raises(ModelError, match="not a clip model"):
-        ClipModel(export_dir / "stream_float.tflite")
+        ClipModel(tiny_export / "stream_float.tflite")
 
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]

@@ -15,23 +15,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.runtime.audio import load_audio
-from pipeline.runtime.audio import pcm16_wav, read_audio
+from pipeline.runtime.audio import load_audio, pcm16_wav, read_audio
 from pipeline.runtime.inputs import expand_inputs
 from pipeline.runtime.recognizer import open_model
 from pipeline.runtime.rows import RowWriter, prepare_resume, read_rows
 from pipeline.runtime.transcribe import EXIT_SOME_FAILED, Settings, run_transcription
+from tests.conftest import STREAM_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "transcribe.py"
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tiny_run, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny_export")
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "export.py"), "--model", str(tiny_run),
-                    "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -340,7 +332,7 @@ def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny
         stream = KerasStream(tiny_run, 3)
     else:
         stream = StreamingModel(tiny_export / "stream_batch_float.tflite")
-        assert stream.batch == 16
+        assert stream.batch == STREAM_BATCH
     lanes = stream.batch
     got = chunked_stream(stream, audio, warmup)
     single = StreamingModel(tiny_export / "stream_float.tflite")
