@@ -42,3 +42,15 @@ def test_overrides_parse_yaml_values():
     assert cfg["model"]["units"] == [8, 4]
     assert cfg["augment"]["spec_augment"] == {"time_masks": 1}
     assert cfg["data"]["words"] is None
+
+
+def test_command_words_stay_words(tmp_path):
+    """YAML 1.1 reads yes/no/on/off as booleans; configs must not."""
+    path = tmp_path / "words.yaml"
+    path.write_text("data:\n  words: [yes, no, on, off, true_word]\n")
+    assert load_config(path)["data"]["words"] == ["yes", "no", "on", "off", "true_word"]
+    assert load_config(None, ["data.words=[on, off]"])["data"]["words"] == ["on", "off"]
+    assert load_config(None, ["train.ema=0"])["train"]["ema"] == 0.0
+    path.write_text("data:\n  words: [true, 3]\n")
+    with pytest.raises(ConfigError, match="data.words: expected a list of words"):
+        load_config(path)

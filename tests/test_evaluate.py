@@ -17,7 +17,10 @@ def test_scores_archive_test_split_and_test_layout(tiny_run, demo_data, tmp_path
     listed = (demo_data / "testing_list.txt").read_text().split()
     result = _evaluate("--model", str(tiny_run), "--data", str(demo_data),
                        "--plot", str(tmp_path / "cm.png"))
-    assert 0 <= result["accuracy"] <= 1
+    # the same clips, prepared and scored the same way as training's own test score
+    assert result["accuracy"] == json.loads((tiny_run / "metrics.json").read_text())["test"]["accuracy"]
+    per_class = result["per_class"].values()
+    assert round(sum(c["recall"] * c["support"] for c in per_class)) == round(result["accuracy"] * result["n"])
     # the testing_list clips, plus _silence_ clips generated from the noise
     assert result["n"] > len([p for p in listed if p.split("/")[0] in result["per_class"]])
     assert (tmp_path / "cm.png").stat().st_size > 1000

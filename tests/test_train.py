@@ -93,3 +93,25 @@ def test_training_on_custom_words_uses_folder_names(demo_data, tmp_path):
                     str(data), tmp_path / "run", verbose=0)
     assert (tmp_path / "run" / "labels.txt").read_text().split() == ["off", "on"]
     assert metrics["validation"]["n"] > 0
+
+
+def test_resumed_run_never_overwrites_a_better_model(tmp_path):
+    """A resumed run's first epoch is compared with the best epoch saved before the kill."""
+    import keras
+
+    from pipeline.train.fit import BestCheckpoint
+
+    path = tmp_path / "model.keras"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    before = BestCheckpoint(path)
+    before.set_model(model)
+    before.on_epoch_end(0, {"val_accuracy": 0.9})
+    saved = path.read_bytes()
+
+    model.layers[0].set_weights([w + 1 for w in model.layers[0].get_weights()])
+    after = BestCheckpoint(path)  # a new process after the kill
+    after.set_model(model)
+    after.on_epoch_end(1, {"val_accuracy": 0.5})
+    assert path.read_bytes() == saved
+    after.on_epoch_end(2, {"val_accuracy": 0.95})
+    assert path.read_bytes() != saved

@@ -9,15 +9,28 @@ import tensorflow as tf
 from pipeline.runtime.params import FrontEnd
 
 
-def _uniform(seed, salt: int, low=0.0, high=1.0):
-    return tf.random.stateless_uniform([], seed=seed + [0, salt], minval=low, maxval=high)
+# Every random draw of one example gets its own seed, folded in from the example's seed
+# with a distinct number: draws never share a seed, within an example or across examples.
+PURPOSES = {name: i for i, name in enumerate((
+    "noise_file", "noise_start", "silence_level", "shift", "gain", "noise", "snr",
+    "noise_on", "speed", "mix_a", "mix_b", "mix_perm", "silence"), start=1)}
+
+
+def draw_seed(seed, purpose: str) -> tf.Tensor:
+    """The seed of one named draw, derived from an example's (or batch's) seed."""
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int32), PURPOSES[purpose])
+
+
+def _uniform(seed, purpose: str, low=0.0, high=1.0):
+    return tf.random.stateless_uniform([], seed=draw_seed(seed, purpose), minval=low,
+                                       maxval=high)
 
 
 def noise_crop(noise: tf.Tensor, fe: FrontEnd, seed) -> tf.Tensor:
     """A random clip-length cut of a random background-noise file."""
-    which = tf.random.stateless_uniform([], seed=seed + [0, 1], maxval=tf.shape(noise)[0],
-                                        dtype=tf.int32)
-    start = tf.random.stateless_uniform([], seed=seed + [0, 2],
+    which = tf.random.stateless_uniform([], seed=draw_seed(seed, "noise_file"),
+                                        maxval=tf.shape(noise)[0], dtype=tf.int32)
+    start = tf.random.stateless_uniform([], seed=draw_seed(seed, "noise_start"),
                                         maxval=tf.shape(noise)[1] - fe.clip_samples + 1,
                                         dtype=tf.int32)
     return noise[which, start:start + fe.clip_samples]
@@ -33,29 +46,30 @@ def make_silence(noise, fe: FrontEnd, dbfs: tuple[float, float], seed) -> tf.Ten
     if noise.shape[0] == 0:
         return tf.zeros([fe.clip_samples])
     crop = noise_crop(noise, fe, seed)
-    return crop * (10 ** (_uniform(seed, 3, *dbfs) / 20) / _rms(crop))
+    return crop * (10 ** (_uniform(seed, "silence_level", *dbfs) / 20) / _rms(crop))
 
 
 def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor:
     """Speed perturbation, time shift, gain and background-noise mixing for one clip."""
     n = fe.clip_samples
     if cfg["speed"]:
-        wave = change_speed(wave, _uniform(seed, 9, 1 - cfg["speed"], 1 + cfg["speed"]), n)
+        wave = change_speed(wave, _uniform(seed, "speed", 1 - cfg["speed"], 1 + cfg["speed"]), n)
     max_shift = int(cfg["time_shift_ms"] * fe.sample_rate / 1000)
     if max_shift:
-        shift = tf.random.stateless_uniform([], seed=seed + [0, 4], minval=-max_shift,
+        shift = tf.random.stateless_uniform([], seed=draw_seed(seed, "shift"), minval=-max_shift,
                                             maxval=max_shift + 1, dtype=tf.int32)
         padded = tf.pad(wave, [[max_shift, max_shift]])
         wave = padded[max_shift - shift:max_shift - shift + n]
     if cfg["gain_db"]:
-        wave = wave * 10 ** (_uniform(seed, 5, -cfg["gain_db"], cfg["gain_db"]) / 20)
+        wave = wave * 10 ** (_uniform(seed, "gain", -cfg["gain_db"], cfg["gain_db"]) / 20)
     if noise.shape[0]:
-        crop = noise_crop(noise, fe, seed + [0, 6])
-        snr = _uniform(seed, 7, *cfg["noise_snr_db"])
+        crop = noise_crop(noise, fe, draw_seed(seed, "noise"))
+        snr = _uniform(seed, "snr", *cfg["noise_snr_db"])
         mixed = wave + crop * (_rms(wave) / (_rms(crop) * 10 ** (snr / 20)))
-        add = _uniform(seed, 8) < cfg["noise_prob"]
+        add = _uniform(seed, "noise_on") < cfg["noise_prob"]
         wave = tf.where(add, mixed, wave)
-        wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_dbfs"], seed), wave)
+        wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_dbfs"],
+                                                        draw_seed(seed, "silence")), wave)
     return tf.clip_by_value(wave, -1.0, 1.0)
 
 
@@ -73,8 +87,8 @@ def change_speed(wave, factor, n: int):
 
 def mixup(x, y, alpha: float, seed):
     """Blend each example of a batch with a shuffled partner (Zhang et al. 2018)."""
-    a = tf.random.stateless_gamma([], seed=seed + [0, 10], alpha=alpha)
-    b = tf.random.stateless_gamma([], seed=seed + [0, 11], alpha=alpha)
+    a = tf.random.stateless_gamma([], seed=draw_seed(seed, "mix_a"), alpha=alpha)
+    b = tf.random.stateless_gamma([], seed=draw_seed(seed, "mix_b"), alpha=alpha)
     lam = a / (a + b)
-    perm = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], seed=seed + [0, 12]))
+    perm = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], seed=draw_seed(seed, "mix_perm")))
     return lam * x + (1 - lam) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)

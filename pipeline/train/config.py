@@ -6,6 +6,7 @@ type, is an error before any work starts.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,23 @@ class ConfigError(ValueError):
     pass
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true and false. PyYAML follows YAML 1.1, where yes, no, on
+    and off are booleans too, and those are command words."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_yaml(text: str):
+    """Parse a config or run file (YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _check(value: Any, default: Any, path: tuple[str, ...]) -> Any:
     where = ".".join(path)
     if isinstance(default, dict) and path not in _FREE:
@@ -111,7 +129,7 @@ def _set(tree: dict, dotted: str, raw: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {k} is not a section")
     try:
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = load_yaml(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {dotted}: {one_line(exc)}") from None
 
@@ -128,7 +146,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
     user: dict = {}
     if path:
         try:
-            user = yaml.safe_load(Path(path).read_text()) or {}
+            user = load_yaml(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: {one_line(exc)}") from None
         if not isinstance(user, dict):
@@ -151,6 +169,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
                 or pair[0] > pair[1]:
             raise ConfigError(f"augment.{key}: expected [low, high], got {pair!r}")
         cfg["augment"][key] = [float(v) for v in pair]
+    words = cfg["data"]["words"]
+    if words is not None and (not isinstance(words, list) or not words or not all(
+            isinstance(w, str) and w and not w.startswith(".") for w in words)):
+        raise ConfigError(f"data.words: expected a list of words (folder names) or null, "
+                          f"got {words!r}")
     if cfg["data"]["silence_fraction"] >= 1 or cfg["data"]["unknown_fraction"] >= 1:
         raise ConfigError("data.silence_fraction and data.unknown_fraction must be below 1")
     return cfg

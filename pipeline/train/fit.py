@@ -15,7 +15,7 @@ import tensorflow as tf
 import yaml
 
 from models import build_from_config
-from pipeline.train.config import ConfigError
+from pipeline.train.config import ConfigError, load_yaml
 from pipeline.train.evaluate import format_report, plot_confusion, plot_history, report
 from pipeline.data.tfdata import training_batches
 from pipeline.runtime.files import atomic_write, atomic_write_text
@@ -25,17 +25,25 @@ from pipeline.data.sources import evaluation_batches, open_source
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves model.keras atomically whenever validation accuracy improves."""
+    """Saves model.keras atomically whenever validation accuracy improves, and the score it
+    reached in best.json beside it, so a resumed run keeps comparing against the best model
+    saved before the interruption instead of overwriting it with its next epoch."""
 
     def __init__(self, path: Path, monitor: str = "val_accuracy"):
         super().__init__()
-        self.path, self.monitor, self.best = Path(path), monitor, -np.inf
+        self.path, self.monitor = Path(path), monitor
+        self.record = self.path.with_name("best.json")
+        self.best = -np.inf
+        if self.path.exists() and self.record.exists():
+            self.best = json.loads(self.record.read_text())[monitor]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         if value is not None and value > self.best:
-            self.best = value
+            self.best = float(value)
             atomic_write(self.path, lambda tmp: self.model.save(tmp))
+            atomic_write_text(self.record, json.dumps({self.monitor: self.best,
+                                                       "epoch": epoch + 1}) + "\n")
 
 
 def lr_schedule(cfg: dict, steps_per_epoch: int):
@@ -68,7 +76,7 @@ def _resolved_config(run_dir: Path, cfg: dict, source: str) -> dict:
     saved_path = run_dir / "config.yaml"
     wanted = {**cfg, "source": str(source)}
     if saved_path.exists():
-        saved = yaml.safe_load(saved_path.read_text())
+        saved = load_yaml(saved_path.read_text())
         if saved != wanted:
             raise ConfigError(f"{run_dir} holds a run with a different config or data; "
                               "use a new --out or the same settings to resume")

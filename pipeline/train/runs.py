@@ -8,6 +8,7 @@ import keras
 import models.logmel  # noqa: F401  (registers the custom layers for safe loading)
 import models.specaugment  # noqa: F401
 from pipeline.runtime.params import FrontEnd, load_model_info
+from pipeline.train.config import load_yaml
 
 
 def model_file(path: str | Path) -> Path:
@@ -29,9 +30,7 @@ def load_run(path: str | Path) -> tuple[keras.Model, FrontEnd, list[str]]:
 
 def run_config(path: str | Path) -> dict:
     """The resolved training config saved beside the model (rebuilds it in stream mode)."""
-    import yaml
-
-    return yaml.safe_load((model_file(path).parent / "config.yaml").read_text())
+    return load_yaml((model_file(path).parent / "config.yaml").read_text())
 
 
 def build_like(path: str | Path, mode: str, batch_size: int | None = None) -> keras.Model:
