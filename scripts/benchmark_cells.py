@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--out", required=True, help="JSON results file")
     args = parser.parse_args(argv)
+    from pipeline.tf_env import import_tensorflow
+
+    import_tensorflow()
 
     import keras
     import numpy as np

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="which split (default: test of an archive folder, else all)")
     parser.add_argument("--plot", help="confusion-matrix PNG (default: beside the model)")
     args = parser.parse_args(argv)
+    from pipeline.tf_env import import_tensorflow
+
+    import_tensorflow()
 
     from pipeline.train.evaluate import evaluate, format_report
 

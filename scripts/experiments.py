@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", help="also rewrite this Markdown table from --results")
     parser.add_argument("recipes", nargs="*", metavar="NAME=k=v; k=v")
     args = parser.parse_args(argv)
+    from pipeline.tf_env import import_tensorflow
+
+    import_tensorflow()
 
     from pipeline.train.config import load_config
     from pipeline.train.evaluate import evaluate

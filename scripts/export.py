@@ -13,7 +13,6 @@ See docs/export.md for the input/output contract of each file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -38,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-clips", type=int, default=1000,
                         help="at most this many test clips for the checks (default 1000)")
     args = parser.parse_args(argv)
+    from pipeline.tf_env import import_tensorflow
+
+    import_tensorflow()
     if min(args.batch, args.stream_batch, args.calibration_clips, args.check_clips) < 1:
         parser.error("--batch, --stream-batch, --calibration-clips and --check-clips must be "
                      "positive")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from pipeline.export.export import ExportError, export
     from pipeline.runtime.errors import one_line

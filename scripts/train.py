@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides with dotted keys")
     args = parser.parse_args(argv)
+    from pipeline.tf_env import import_tensorflow
+
+    import_tensorflow()
 
     from pipeline.train.config import ConfigError, load_config
 

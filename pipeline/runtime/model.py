@@ -14,6 +14,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from pipeline.runtime.errors import ModelError, one_line
 from pipeline.runtime.params import FrontEnd
+from pipeline.runtime.quiet import native_stderr_silenced
 
 MANIFEST = "manifest.json"
 SIGNATURE = "serving_default"
@@ -47,7 +48,8 @@ class _Signature:
         signatures = interpreter._get_full_signature_list()
         if SIGNATURE not in signatures:
             raise ModelError(f"{where}: no '{SIGNATURE}' signature in the model")
-        interpreter.allocate_tensors()
+        with native_stderr_silenced():  # LiteRT's "Created ... XNNPACK delegate" line
+            interpreter.allocate_tensors()
         self.interpreter = interpreter
         self.inputs: dict[str, int] = dict(signatures[SIGNATURE]["inputs"])
         self.outputs: dict[str, int] = dict(signatures[SIGNATURE]["outputs"])
