@@ -2,7 +2,7 @@
 """Measure batch transcription against a naive loop, in one run on one machine.
 
   python scripts/benchmark_transcribe.py --model EXPORT_DIR/model_batch_float.tflite
-      [--clips DIR ...] [--n 5000] [--hours 1] [--out docs/benchmark_transcribe.md]
+      [--clips DIR ...] [--n 5000] [--hours 1] [--out runs/benchmarks/transcribe.md]
 
 Clips: the first N one-second clips of the folders (default: the two development folders)
 through scripts/transcribe.py's pipeline, against a loop that loads each file with librosa
@@ -29,7 +29,7 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
-DEV = Path("/work/shared/data")
+DEV = ROOT.parent / "shared" / "data"  # the development data beside a checkout
 
 
 def clip_paths(folders: list[str], n: int) -> list[str]:
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed runs of each clip workload, taking turns (5)")
     parser.add_argument("--compare", help="an earlier export's clip model, timed the same "
                                           "way in the same run")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_transcribe.md"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "benchmarks" / "transcribe.md"),
+                        help="results page (default runs/benchmarks/transcribe.md)")
     args = parser.parse_args(argv)
 
     from pipeline.data.folders import audio_files
