@@ -2,12 +2,13 @@
 """Size, latency and accuracy of every exported file, against the Keras model.
 
   python scripts/benchmark_export.py --model RUN_DIR [--export DIR] [--data TEST_DIR]
-      [--out docs/benchmark_export.md]
+      [--out runs/benchmarks/benchmark_export.md]
 
 Exports RUN_DIR first when DIR holds no manifest.json. Latencies are medians on one
 thread (LiteRT num_threads=1, TensorFlow intra/inter-op threads 1); the batch sweep
 converts the float clip model at several fixed batch sizes and reports clips per second
-on one and on all cores. Writes a Markdown report with the machine description.
+on one and on all cores. Writes a Markdown report with the machine description (to
+update the docs page, pass --out docs/benchmark_export.md).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "speech_commands_test_dev"
+DEFAULT_OUT = ROOT / "runs" / "benchmarks" / "benchmark_export.md"
+
+
+def shown(path: str | Path) -> str:
+    """path as the report prints it: relative to the repository when it lies in the
+    repository or beside it, else only its name, so no machine's layout lands in a page."""
+    relative = Path(os.path.relpath(Path(path).resolve(), ROOT))
+    return relative.as_posix() if relative.parts[:2] != ("..", "..") else Path(path).name
 
 
 def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
@@ -75,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="trained run directory")
     parser.add_argument("--export", help="exported folder (default RUN_DIR/export)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="labelled test clips")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmark_export.md"))
+    parser.add_argument("--out", default=str(DEFAULT_OUT),
+                        help="Markdown report (default runs/benchmarks/benchmark_export.md)")
     parser.add_argument("--batches", default="1,8,16,32,64,128",
                         help="batch sizes for the batched float clip model sweep")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per latency")
@@ -87,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    from pipeline.train.evaluate import report
-    from pipeline.export.export import FILES_ORDER, convert, export, fixed_batch_twin, saved_model
+    from pipeline.export.convert import convert, saved_model
+    from pipeline.export.export import FILES, export, fixed_batch_twin
     from pipeline.runtime.files import atomic_write_text
-    from pipeline.train.runs import load_run, run_config
     from pipeline.runtime.model import ClipModel, StreamingModel
+    from pipeline.train.evaluate import report
+    from pipeline.train.runs import load_run, run_config
 
     run = Path(args.model)
     out_dir = Path(args.export) if args.export else run / "export"
@@ -114,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     keras_hop = median_seconds(lambda: hop_fn(*stream_in)[0].numpy(), min(args.repeats, 50))
 
     rows = []
-    for name in FILES_ORDER:
+    for name in (spec.name for spec in FILES):
         path = out_dir / name
         kb = path.stat().st_size / 1024
         if name.startswith("stream"):
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             hop = np.zeros((sm.batch, sm.hop_samples), np.float32)
             # per stream: a batched file advances sm.batch streams per call
             invoke = median_seconds(sig.interpreter.invoke, args.repeats * 10) / sm.batch
-            step = median_seconds(lambda: sm.step(hop), args.repeats * 10) / sm.batch
+            step = median_seconds(partial(sm.step, hop), args.repeats * 10) / sm.batch
             per_clip = step * (fe.clip_samples // sm.hop_samples)
             rows.append((name, kb, per_clip, invoke, step, probs))
         else:
@@ -132,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             probs = cm.predict(x)
             batch = x[:cm.batch_size] if len(x) >= cm.batch_size else \
                 np.resize(x, (cm.batch_size, x.shape[1]))
-            per_clip = median_seconds(lambda: cm.predict(batch),
+            per_clip = median_seconds(partial(cm.predict, batch),
                                       max(10, args.repeats // cm.batch_size)) / cm.batch_size
             rows.append((name, kb, per_clip, None, None, probs))
         print(f"{name}: {kb:.1f} KB, {per_clip * 1e3:.3f} ms/clip")
 
-    clip_float = rows[0][5]
+    by_name = {r[0]: r for r in rows}
+    clip_float = by_name["model_float.tflite"][5]
     manifest = json.loads((out_dir / "manifest.json").read_text())
     sweep = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,17 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# TFLite export benchmark", "",
         f"Machine: {description}.", "",
-        f"Model: `{run}` ({cfg['model']['name']} units {cfg['model']['units']}, "
-        f"stack {fe.stack}, {model.count_params():,} parameters); test data: `{args.data}` "
-        f"({len(x)} clips). Latencies are medians on one thread; per-clip time of a "
-        "streaming model is its per-hop time times the hops in one second; a batched file's "
-        "per-hop times are per stream (one call divided by its batch).", "",
-        f"Command: `python scripts/benchmark_export.py --model {run} --data {args.data}`", "",
+        f"Model: `{shown(run)}` ({cfg['model']['name']} units {cfg['model']['units']}, "
+        f"stack {fe.stack}, {model.count_params():,} parameters); test data: "
+        f"`{shown(args.data)}` ({len(x)} clips). Latencies are medians on one thread; "
+        "per-clip time of a streaming model is its per-hop time times the hops in one second; "
+        "a batched file's per-hop times are per stream (one call divided by its batch).", "",
+        f"Command: `python scripts/benchmark_export.py --model {shown(run)} "
+        f"--data {shown(args.data)}`", "",
         "| file | size KB | ms / 1 s clip | ms / hop (invoke) | ms / hop (step()) | "
         "accuracy | top-1 = Keras | max prob diff vs Keras |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| Keras in tf.function (TensorFlow) | | {keras_clip * 1e3:.2f} | {keras_hop * 1e3:.3f} | | "
-        f"{keras_acc:.4f} | 1 | 0 |",
+        f"| Keras in tf.function (TensorFlow) | | {keras_clip * 1e3:.2f} | "
+        f"{keras_hop * 1e3:.3f} | | {keras_acc:.4f} | 1 | 0 |",
     ]
     for name, kb, per_clip, invoke, step, probs in rows:
         acc = report(y, probs.argmax(1), labels)["accuracy"]
@@ -179,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         hop_cols = f"{invoke * 1e3:.4f} | {step * 1e3:.4f}" if invoke else " | "
         lines.append(f"| {name} | {kb:.1f} | {per_clip * 1e3:.3f} | {hop_cols} | {acc:.4f} | "
                      f"{agree:.4f} | {np.abs(probs - keras_probs).max():.2g} |")
-    stream_f = next(r[5] for r in rows if r[0] == "stream_float.tflite")
-    stream_i = next(r for r in rows if r[0] == "stream_int8.tflite")
+    stream_f = by_name["stream_float.tflite"][5]
+    stream_i = by_name["stream_int8.tflite"]
     int8_acc = {r[0]: report(y, r[5].argmax(1), labels)["accuracy"] for r in rows}
     float_acc = int8_acc["model_float.tflite"]
     lines += [
         "", f"Keras / LiteRT speed-up per clip (float clip model): "
-        f"{keras_clip / rows[0][2]:.1f}x; per hop (stream_float invoke vs Keras stream step): "
-        f"{keras_hop / rows[FILES_ORDER.index('stream_float.tflite')][3]:.0f}x.",
+        f"{keras_clip / by_name['model_float.tflite'][2]:.1f}x; per hop (stream_float invoke "
+        f"vs Keras stream step): {keras_hop / by_name['stream_float.tflite'][3]:.0f}x.",
         f"Streaming float vs clip float, same top-1: "
         f"{np.mean(stream_f.argmax(1) == clip_float.argmax(1)):.4f} of clips.", "",
         "## Targets", "",

@@ -2,7 +2,7 @@ import librosa
 import numpy as np
 import pytest
 
-from models.logmel import LogMel
+from models.logmel import BlockedLogMel, LogMel, mel_blocks, mel_matrix
 from pipeline.runtime.params import FrontEnd
 
 # The tf.signal front end must equal librosa's mel spectrogram computed on the same
@@ -12,6 +12,7 @@ LOG_TOLERANCE = 1e-4
 
 def _speech(fe: FrontEnd) -> np.ndarray:
     import soundfile as sf
+
     from tests.conftest import DEMO
 
     audio, rate = sf.read(sorted((DEMO / "yes").glob("*.wav"))[0], dtype="float32")
@@ -53,6 +54,33 @@ def test_mfcc_option_matches_dct_of_logmel():
     ref[:, 0] *= np.sqrt(2)
     assert mfcc.shape == (fe.n_frames, 13)
     np.testing.assert_allclose(mfcc, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_logmel_keeps_its_saved_name_and_blocked_product_equals_it():
+    """model.keras files name the layer 'kws>LogMel'; the export twins' block-sparse mel
+    product gives the same features."""
+    import keras
+
+    assert keras.saving.get_registered_name(LogMel) == "kws>LogMel"
+    audio = _speech(FrontEnd())[None]
+    for fe in (FrontEnd(), FrontEnd(n_mfcc=13)):
+        for causal in (True, False):
+            expected = LogMel(fe.to_dict(), causal=causal)(audio).numpy()
+            got = BlockedLogMel(fe.to_dict(), causal=causal)(audio).numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-5)
+
+
+def test_mel_blocks_cover_the_filterbank_exactly():
+    for fe in (FrontEnd(), FrontEnd(n_mels=64, window_ms=25)):
+        mel = mel_matrix(fe)
+        blocks = mel_blocks(mel)
+        covered = np.zeros_like(mel, bool)
+        for lo, hi, a, b in blocks:
+            assert (hi - lo) * (b - a) < 1024
+            covered[lo:hi, a:b] = True
+        assert covered[mel != 0].all()
+        assert [a for _, _, a, _ in blocks] == [0] + [b for _, _, _, b in blocks[:-1]]
+        assert blocks[-1][3] == fe.n_mels
 
 
 def test_front_end_rejects_inconsistent_parameters():
