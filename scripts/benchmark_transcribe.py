@@ -110,6 +110,8 @@ def stages(model_path: str, paths: list[str]) -> dict:
 def long_stages(model_path: str, wav: str) -> dict:
     """Seconds spent on each stage of one long recording: decoding, the streaming model,
     the command detector."""
+    import numpy as np
+
     from pipeline.runtime.detector import CommandDetector
     from pipeline.runtime.audio import read_audio
     from pipeline.runtime.recognizer import open_model
@@ -118,9 +120,10 @@ def long_stages(model_path: str, wav: str) -> dict:
     start = time.perf_counter()
     audio = read_audio(wav, model.front_end.sample_rate)
     decode = time.perf_counter()
-    hop_s, probs = model.timeline(audio)
+    probs = np.concatenate(list(model.timeline([audio], len(audio))))
     timeline = time.perf_counter()
-    CommandDetector(model.labels, hop_s).process(probs)
+    fe = model.front_end
+    CommandDetector(model.labels, fe.step_samples / fe.sample_rate).process(probs)
     done = time.perf_counter()
     return {"decode_s": round(decode - start, 3), "stream_model_s": round(timeline - decode, 3),
             "detector_s": round(done - timeline, 3)}

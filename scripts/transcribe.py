@@ -3,10 +3,16 @@
 
   python scripts/transcribe.py --model MODEL INPUT... [--out results.csv|results.jsonl]
                                [--top-k K] [--threshold T] [--resume] [--plot DIR]
+                               [--min-rate HZ] [--max-rate HZ] [--max-channels N]
+                               [--max-duration S]
 
 MODEL is an exported .tflite (TensorFlow is not imported) or a run directory / .keras file.
 INPUT is a file, a directory (searched recursively for audio), a glob pattern, @LIST (a
 file with one path per line) or - (paths on standard input).
+
+A file whose header declares an implausible sample rate, channel count or duration gets an
+error row before anything is decoded (the limits are options); a long recording is
+streamed from the file in blocks, so its length costs no memory.
 
 Rows go to --out (CSV, or JSONL for .jsonl) or to standard output as CSV; each names its
 input in `path` and a failed file carries `error`. A summary line goes to standard error.
@@ -24,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="exported .tflite file (clip or streaming) or export "
@@ -47,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="clips per inference batch")
     parser.add_argument("--summary-json", action="store_true",
                         help="end with the summary as one JSON line on standard error")
+    limits = parser.add_argument_group("header limits (a file outside them gets an error row)")
+    limits.add_argument("--min-rate", type=int, default=DEFAULT_LIMITS.min_rate, metavar="HZ",
+                        help="lowest plausible sample rate (%(default)s)")
+    limits.add_argument("--max-rate", type=int, default=DEFAULT_LIMITS.max_rate, metavar="HZ",
+                        help="highest plausible sample rate (%(default)s)")
+    limits.add_argument("--max-channels", type=int, default=DEFAULT_LIMITS.max_channels,
+                        metavar="N", help="most channels a file may declare (%(default)s)")
+    limits.add_argument("--max-duration", type=float, default=DEFAULT_LIMITS.max_duration_s,
+                        metavar="S", help="longest plausible recording in seconds "
+                        "(%(default)g: 24 hours)")
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch < 1 or args.threads < 1:
         parser.error("--top-k, --batch and --threads must be at least 1")
@@ -54,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume needs --out")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
+    if not 1 <= args.min_rate <= args.max_rate or args.max_channels < 1 \
+            or not args.max_duration > 0:
+        parser.error("need 1 <= --min-rate <= --max-rate, --max-channels >= 1 and "
+                     "--max-duration > 0")
 
     from pipeline.runtime.errors import ModelError, one_line
     from pipeline.runtime.inputs import expand_inputs
@@ -73,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(top_k=args.top_k, threshold=args.threshold,
                         average_window_s=args.average_window_s, suppression_s=args.suppression_s,
                         batch=args.batch, decode_workers=args.threads,
-                        plot_dir=Path(args.plot) if args.plot else None)
+                        plot_dir=Path(args.plot) if args.plot else None,
+                        limits=AudioLimits(args.min_rate, args.max_rate, args.max_channels,
+                                           args.max_duration))
     progress = None
     if sys.stderr.isatty():
         from tqdm import tqdm

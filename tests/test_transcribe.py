@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.runtime.audio import load_audio, pcm16_wav, read_audio
+from pipeline.runtime.audio import load_audio, pcm16_wav, read_audio, stream_audio
 from pipeline.runtime.inputs import expand_inputs
-from pipeline.runtime.recognizer import open_model
+from pipeline.runtime.recognizer import open_model, segmented_stream
 from pipeline.runtime.rows import RowWriter, prepare_resume, read_rows
 from pipeline.runtime.transcribe import EXIT_SOME_FAILED, Settings, run_transcription
 from tests.conftest import STREAM_BATCH
@@ -293,18 +293,107 @@ def test_long_recording_timeline_rows_and_plot(demo_data, clip_model, tmp_path):
     assert matplotlib.image.imread(pngs[0]).shape[1] >= 1000
 
 
-def test_one_hour_recording(demo_data, clip_model, tmp_path):
-    """Sparse speech at 8 kHz (58 MB): decoded, resampled and streamed end to end."""
-    words = [(600.0 * k + 30, w) for k, w in enumerate(["yes", "no", "up", "down", "left", "right"])]
+@pytest.mark.slow
+def test_one_hour_recording_streams_in_bounded_memory(demo_data, clip_model, tmp_path):
+    """Sparse speech at 8 kHz (58 MB): read, resampled and streamed block by block, so the
+    CLI's peak memory stays under 400 MB (decoded whole, it took ~730 MB)."""
+    words = [(600.0 * k + 30, w)
+             for k, w in enumerate(["yes", "no", "up", "down", "left", "right"])]
     rec = tmp_path / "hour.wav"
     sf.write(rec, _sparse_recording(demo_data, 3600.0, 8000, words), 8000, subtype="PCM_16")
     out = tmp_path / "rows.jsonl"
-    summary = run_transcription(open_model(clip_model), [(str(rec), None)], out, Settings())
+    # Measured from a small parent: a child spawned by this (large) process would report
+    # this process's peak too.
+    measure = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+               "_, s, u = os.wait4(p.pid, 0); print(os.waitstatus_to_exitcode(s), u.ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", measure, sys.executable, str(SCRIPT), "--model",
+                        str(clip_model), "--out", str(out), str(rec)],
+                       capture_output=True, text=True, cwd=ROOT)
+    status, peak_kb = map(int, r.stdout.split()[-2:])
+    assert status == 0, r.stderr
+    assert peak_kb / 1024 < 400, f"peak RSS {peak_kb / 1024:.0f} MB"
     rows = read_rows(out)
-    assert summary.recordings == 1 and summary.errors == 0
     assert rows[-1]["kind"] == "recording" and rows[-1]["duration_s"] == 3600.0
-    assert len(rows) - 1 == rows[-1]["detections"] == summary.detections
+    assert len(rows) - 1 == rows[-1]["detections"]
     assert all(0 <= r["start_s"] < r["end_s"] <= 3600 for r in rows[:-1])
+
+
+def test_rows_and_plot_do_not_depend_on_the_block_size(demo_data, clip_model, tmp_path):
+    """A 2-minute stereo 22.05 kHz recording, down-mixed and resampled as it streams, read
+    1000 frames at a time and in one block: the same rows and the same plot. Short
+    segments make it several passes of the batched streaming model."""
+    names = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+    words = [(1.5 + 4 * k, names[k % len(names)]) for k in range(29)]
+    mono = _sparse_recording(demo_data, 120.0, 22050, words)
+    rec = tmp_path / "two_minutes.wav"
+    sf.write(rec, np.stack([mono, 0.5 * mono], 1), 22050, subtype="PCM_16")
+    model = open_model(clip_model, segment_s=7.0)
+    # Streamed decoding gives the samples decoding the whole file gives, so the same hops.
+    whole = load_audio(rec, 16000)
+    streamed = list(stream_audio(rec, 16000, block_frames=1000))
+    assert len(streamed) > 100
+    np.testing.assert_array_equal(np.concatenate(streamed), whole)
+    np.testing.assert_array_equal(np.concatenate(list(model.timeline(streamed))),
+                                  np.concatenate(list(model.timeline([whole]))))
+    rows = {}
+    for name, block in (("tiny", 1000), ("one", 1 << 24)):
+        settings = Settings(threshold=0.1, block_frames=block, plot_dir=tmp_path / name)
+        summary = run_transcription(model, [(str(rec), None)], tmp_path / f"{name}.jsonl",
+                                    settings)
+        assert summary.recordings == 1 and summary.errors == 0
+        rows[name] = read_rows(tmp_path / f"{name}.jsonl")
+    assert rows["tiny"] == rows["one"]
+    assert rows["one"][-1]["duration_s"] == 120.0 and rows["one"][-1]["detections"] > 5
+    import matplotlib.image
+
+    tiny, one = (matplotlib.image.imread(next((tmp_path / n).glob("*.png"))) for n in rows)
+    np.testing.assert_array_equal(tiny, one)
+
+
+def _wav_header(path: Path, rate: int, channels: int, frames: int) -> Path:
+    """A 16-bit PCM WAV declaring whatever rate and channel count, silent samples."""
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(2 * channels * frames))
+    return path
+
+
+def test_implausible_headers_get_error_rows_and_the_run_goes_on(odd_files, clip_model,
+                                                                tmp_path):
+    """Checked from the header before any decoding: a 20 KB file declaring 1 Hz would be
+    resampled into a 10,000-second recording."""
+    many = tmp_path / "64_channels.wav"
+    sf.write(many, np.zeros((1600, 64), np.float32), 16000, subtype="PCM_24")  # soundfile's header
+    cases = {
+        _wav_header(tmp_path / "1hz.wav", 1, 1, 10000):
+            "implausible sample rate 1 Hz (allowed 1000-384000 Hz, see --min-rate)",
+        _wav_header(tmp_path / "2mhz.wav", 2_000_000, 1, 10000):
+            "implausible sample rate 2000000 Hz (allowed 1000-384000 Hz, see --max-rate)",
+        _wav_header(tmp_path / "5000_channels.wav", 16000, 5000, 2):
+            "implausible channel count 5000 (allowed 1-32, see --max-channels)",
+        many: "implausible channel count 64 (allowed 1-32, see --max-channels)",
+        _wav_header(tmp_path / "3_seconds.wav", 16000, 1, 48000):
+            "implausible duration 3.0 s (allowed up to 2.5 s, see --max-duration)",
+    }
+    assert (tmp_path / "1hz.wav").stat().st_size < 21000
+    good = str(odd_files["good"])
+    out = tmp_path / "rows.csv"
+    r = _cli(["--model", str(clip_model), "--out", str(out), "--max-duration", "2.5",
+              *map(str, cases), good], check_tf=True)
+    assert r.returncode == EXIT_SOME_FAILED, r.stderr
+    rows = {row["path"]: row for row in read_rows(out)}
+    assert len(rows) == len(cases) + 1
+    for path, problem in cases.items():
+        assert rows[str(path)]["kind"] == "error" and rows[str(path)]["error"] == problem
+    assert rows[good]["kind"] == "clip"
+    from scripts.transcribe import main
+
+    with pytest.raises(SystemExit):  # a usage error, not a run that rejects every file
+        main(["--min-rate", "0", good])
 
 
 def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_model):
@@ -319,30 +408,32 @@ def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_mod
 @pytest.mark.parametrize("kind", ["keras", "tflite"])
 def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny_run,
                                                                   tiny_export, kind):
-    """The batched timeline runs K segments side by side, each after a warm-up of the audio
-    before it; every lane must equal the exported streaming model run on that audio alone.
-    """
+    """The batched timeline cuts the signal into fixed segments run K side by side, each
+    after a warm-up of the audio before it; every segment must equal the exported
+    streaming model run on that audio alone, however the signal was cut into blocks."""
     from pipeline.runtime.model import StreamingModel
-    from pipeline.runtime.recognizer import chunked_stream
     from pipeline.train.recognizer import KerasStream
 
     audio = _sparse_recording(demo_data, 7.3, 16000, [(1.0, "yes"), (4.0, "no")])
-    warmup = 10
+    warmup, segment = 10, 23
     if kind == "keras":
         stream = KerasStream(tiny_run, 3)
     else:
         stream = StreamingModel(tiny_export / "stream_batch_float.tflite")
         assert stream.batch == STREAM_BATCH
-    lanes = stream.batch
-    got = chunked_stream(stream, audio, warmup)
+    cuts = np.sort(np.random.default_rng(0).integers(0, len(audio), 40))
+    got = np.concatenate(list(segmented_stream(stream, np.split(audio, cuts), warmup, segment)))
+    whole = np.concatenate(list(segmented_stream(stream, [audio], warmup, segment)))
+    np.testing.assert_array_equal(got, whole)
     single = StreamingModel(tiny_export / "stream_float.tflite")
     hop = single.hop_samples
     n = -(-len(audio) // hop)
     assert got.shape == (n, len(single.labels))
-    seg = -(-n // lanes)
-    padded = np.concatenate([np.zeros(warmup * hop, np.float32), audio,
-                             np.zeros(lanes * seg * hop - len(audio), np.float32)])
-    for k in range(lanes):
-        alone = single.run(padded[k * seg * hop:(k * seg + warmup + seg) * hop])[warmup:]
-        mine = got[k * seg:(k + 1) * seg]
-        np.testing.assert_allclose(mine, alone[:len(mine)], atol=2e-4)
+    segments = -(-n // segment)
+    assert segments > 2 * stream.batch  # several passes, the last one partial
+    padded = np.zeros((warmup + segments * segment) * hop, np.float32)
+    padded[warmup * hop:warmup * hop + len(audio)] = audio
+    for j in range(segments):
+        alone = single.run(padded[j * segment * hop:(j * segment + warmup + segment) * hop])
+        mine = got[j * segment:(j + 1) * segment]
+        np.testing.assert_allclose(mine, alone[warmup:warmup + len(mine)], atol=2e-4)

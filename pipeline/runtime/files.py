@@ -7,7 +7,17 @@ from pathlib import Path
 from typing import Callable
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes owner-only files; a finished file gets the mode open() would have given it.
+FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call write(tmp_path) then rename the temporary file over path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -15,6 +25,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,7 +1,8 @@
 """Inputs of batch transcription: what paths to read, and decoding them ahead of use.
 
-Every input names its own problem: a bad path or an undecodable file becomes one error
-row, never a failed run.
+Every input names its own problem: a bad path, an implausible header or an undecodable file
+becomes one error row, never a failed run. Only clips are decoded ahead: a longer file is
+passed on as its checked header, to be streamed by whoever transcribes it.
 """
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import glob
 import os
 import sys
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from pipeline.runtime.audio import AUDIO_EXTENSIONS, read_audio
+from pipeline.runtime.audio import AUDIO_EXTENSIONS, DEFAULT_LIMITS, AudioLimits, Header, read_clip
 from pipeline.runtime.errors import AudioError, one_line
 
 
@@ -67,12 +69,15 @@ def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None
                 yield path, problem
 
 
+Decoded = np.ndarray | Header | str  # a clip's audio, a recording's header, or a problem
 
-def _decode_chunk(paths: list[str], sample_rate: int) -> list[tuple[str, np.ndarray | str]]:
-    out: list[tuple[str, np.ndarray | str]] = []
+
+def _decode_chunk(paths: list[str], sample_rate: int, longest: int, limits: AudioLimits
+                  ) -> list[tuple[str, Decoded]]:
+    out: list[tuple[str, Decoded]] = []
     for p in paths:
         try:
-            out.append((p, read_audio(p, sample_rate)))
+            out.append((p, read_clip(p, sample_rate, longest, limits)))
         except AudioError as exc:
             out.append((p, exc.problem))
         except (OSError, MemoryError, ValueError, RuntimeError) as exc:
@@ -81,30 +86,37 @@ def _decode_chunk(paths: list[str], sample_rate: int) -> list[tuple[str, np.ndar
 
 
 def decoded(items: Iterable[tuple[str, str | None]], sample_rate: int, workers: int,
-            chunk: int = 64, budget_bytes: int = 512 << 20
-            ) -> Iterator[tuple[str, np.ndarray | str]]:
-    """(path, audio or problem) in input order, decoded by worker threads a few chunks
-    ahead; the look-ahead is bounded by file sizes on disk so long recordings cannot pile
-    up in memory."""
+            longest: int, limits: AudioLimits = DEFAULT_LIMITS, chunk: int = 64,
+            budget_bytes: int = 512 << 20) -> Iterator[tuple[str, Decoded]]:
+    """(path, audio, header or problem) in input order: a file that resamples to at most
+    longest samples is decoded by worker threads a few chunks ahead, a longer one yields
+    its header (checked against limits) and is never decoded here. The look-ahead is
+    bounded by file sizes on disk, each counted at most as a decoded clip (what is kept
+    of it)."""
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
+
+    def submit(paths: list[str]) -> Future:
+        return pool.submit(_decode_chunk, paths, sample_rate, longest, limits)
+
     ahead: deque[tuple[Future | list, int]] = deque()
     in_flight, it, exhausted = 0, iter(items), False
     try:
         while True:
             while not exhausted and (not ahead or len(ahead) < 3 * max(1, workers)
                                      and in_flight < budget_bytes):
-                paths, size = [], 0
+                paths: list[str] = []
+                size = 0
                 for path, problem in it:
                     if problem:
                         if paths:
-                            ahead.append((pool.submit(_decode_chunk, paths, sample_rate), size))
+                            ahead.append((submit(paths), size))
                             in_flight += size
                             paths, size = [], 0
                         ahead.append(([(path, problem)], 0))
                         break
                     paths.append(path)
                     try:
-                        size += os.stat(path).st_size
+                        size += min(os.stat(path).st_size, 4 * longest)
                     except OSError:
                         pass
                     if len(paths) >= chunk or size >= budget_bytes // 4:
@@ -112,7 +124,7 @@ def decoded(items: Iterable[tuple[str, str | None]], sample_rate: int, workers: 
                 else:
                     exhausted = True
                 if paths:
-                    ahead.append((pool.submit(_decode_chunk, paths, sample_rate), size))
+                    ahead.append((submit(paths), size))
                     in_flight += size
             if not ahead:
                 return

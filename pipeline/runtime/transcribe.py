@@ -3,28 +3,31 @@
 A clip no longer than the model window gets one row (label, score, top-k). A longer
 recording gets a timeline: the streaming model's per-hop class probabilities go through the
 command detector (moving average, threshold, suppression) and every detection becomes a
-row, followed by the file's summary row. Worker threads decode files ahead of the main
+row, followed by the file's summary row. Worker threads decode clips ahead of the main
 thread, which hands fixed-size batches to as many model instances as there are cores
 (the interpreter releases the GIL); rows are written and flushed as each batch finishes.
+Which is which is decided from the header; a recording is streamed from the file in
+blocks and nothing kept of it grows with its length.
 
 With a .tflite model nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-from pipeline.runtime.audio import speech_span
-from pipeline.runtime.detector import CommandDetector
-from pipeline.runtime.errors import one_line
+from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits, Header, speech_span, stream_audio
+from pipeline.runtime.detector import CommandDetector, Detection
+from pipeline.runtime.errors import AudioError, one_line
 from pipeline.runtime.inputs import decoded
+from pipeline.runtime.plot import Envelope, Spectrogram
 from pipeline.runtime.recognizer import Recognizer
 from pipeline.runtime.rows import RowWriter, prepare_resume
 
@@ -40,6 +43,8 @@ class Settings:
     batch: int = 256
     decode_workers: int = 2
     plot_dir: Path | None = None
+    limits: AudioLimits = DEFAULT_LIMITS
+    block_frames: int = 1 << 16  # frames of a long recording read at a time
 
 
 @dataclass
@@ -84,7 +89,7 @@ class Transcriber:
         self.model, self.writer, self.s, self.progress = model, writer, settings, progress
         self.fe = model.front_end
         self.summary = Summary()
-        self._detector_options = {k: v for k, v in (
+        self._detector_options: dict[str, Any] = {k: v for k, v in (
             ("threshold", settings.threshold), ("average_window_s", settings.average_window_s),
             ("suppression_s", settings.suppression_s)) if v is not None}
 
@@ -94,10 +99,11 @@ class Transcriber:
         pending: deque[tuple[Future, list]] = deque()
         pool = ThreadPoolExecutor(self.model.instances, thread_name_prefix="infer")
         try:
-            for path, audio in decoded(items, self.fe.sample_rate, self.s.decode_workers):
+            for path, audio in decoded(items, self.fe.sample_rate, self.s.decode_workers,
+                                       self.fe.clip_samples, self.s.limits):
                 if isinstance(audio, str):
                     self._error(path, audio)
-                elif len(audio) <= self.fe.clip_samples:
+                elif isinstance(audio, np.ndarray) and len(audio) <= self.fe.clip_samples:
                     clips.append((path, audio))
                     if len(clips) >= self.s.batch:
                         pending.append((pool.submit(self.model.predict, self._stack(clips)),
@@ -109,7 +115,12 @@ class Transcriber:
                 else:
                     while pending:
                         self._clip_rows(*pending.popleft())
-                    self._recording(path, audio)
+                    if isinstance(audio, Header):
+                        self._recording(path, stream_audio(path, self.fe.sample_rate,
+                                                           self.s.block_frames, self.s.limits),
+                                        audio.samples_at(self.fe.sample_rate))
+                    else:  # a header that understated the length
+                        self._recording(path, [audio], len(audio))
             if clips:
                 pending.append((pool.submit(self.model.predict, self._stack(clips)), clips))
             while pending:
@@ -156,32 +167,58 @@ class Transcriber:
         self.summary.clips += len(clips)
         self._done(len(clips))
 
-    def _recording(self, path: str, audio: np.ndarray) -> None:
-        sr = self.fe.sample_rate
+    def _recording(self, path: str, blocks: Iterable[np.ndarray], expected: int) -> None:
+        """Rows of one recording streamed block by block: the detector carries its state
+        from one batch of hops to the next, and only the audio a detection may still need
+        is kept (one clip before the first hop not yet scored, up to the read position)."""
+        fe, labels = self.fe, self.model.labels
+        sr, hop = fe.sample_rate, fe.step_samples
+        recent = RecentAudio()
+        plot_dir = self.s.plot_dir
+        spectrogram = Spectrogram(expected) if plot_dir is not None else None
+        envelope = Envelope(expected // hop, len(labels)) if plot_dir is not None else None
+
+        def read() -> Iterator[np.ndarray]:
+            for block in blocks:
+                recent.add(block)
+                if spectrogram is not None:
+                    spectrogram.add(block)
+                yield block
+
+        rows: list[dict] = []
+        found: list[Detection] = []
+        scored = 0
         try:
-            hop_s, probs = self.model.timeline(audio)
-            found = CommandDetector(self.model.labels, hop_s,
-                                    **self._detector_options).process(probs)
+            detector = CommandDetector(labels, hop / sr, **self._detector_options)
+            for probs in self.model.timeline(read(), expected):
+                for d in detector.process(probs):
+                    start, end = word_span(recent, sr, d.time_s, fe.clip_seconds)
+                    found.append(d)
+                    rows.append({"path": path, "kind": "detection", "label": d.label,
+                                 "score": round(float(d.score), 4), "start_s": start,
+                                 "end_s": end})
+                scored += len(probs)
+                recent.drop_before(scored * hop - fe.clip_samples)
+                if envelope is not None:
+                    envelope.add(probs)
+        except AudioError as exc:
+            self._error(path, exc.problem)
+            return
         except (ValueError, RuntimeError, MemoryError) as exc:
             self._error(path, f"inference failed ({one_line(exc)})")
             return
-        rows = []
-        for d in found:
-            start, end = word_span(audio, sr, d.time_s, self.fe.clip_seconds)
-            rows.append({"path": path, "kind": "detection", "label": d.label,
-                         "score": round(float(d.score), 4), "start_s": start, "end_s": end})
         best = max(found, key=lambda d: d.score, default=None)
-        duration = len(audio) / sr
+        duration = recent.end / sr
         summary_row = {"path": path, "kind": "recording",
                        "label": best.label if best else None,
                        "score": round(float(best.score), 4) if best else None,
                        "duration_s": round(duration, 4), "detections": len(found)}
-        if self.s.plot_dir is not None:
+        if plot_dir is not None and spectrogram is not None and envelope is not None:
             try:
                 from pipeline.runtime.plot import plot_name, plot_timeline
 
-                plot_timeline(self.s.plot_dir / plot_name(path), audio, sr, hop_s, probs,
-                              self.model.labels, rows, path)
+                plot_timeline(plot_dir / plot_name(path), spectrogram, envelope, sr, hop / sr,
+                              labels, rows, path)
             except (OSError, ValueError, MemoryError) as exc:
                 summary_row["error"] = f"plot failed ({one_line(exc)})"
         for r in rows + [summary_row]:
@@ -193,23 +230,50 @@ class Transcriber:
         self._done(1)
 
 
-def word_span(audio: np.ndarray, sample_rate: int, time_s: float, window_s: float
+class RecentAudio:
+    """The tail of a signal read block by block: samples from some position up to `end`,
+    the number read so far."""
+
+    def __init__(self) -> None:
+        self._blocks: deque[np.ndarray] = deque()
+        self.start = self.end = 0
+
+    def add(self, block: np.ndarray) -> None:
+        self._blocks.append(block)
+        self.end += len(block)
+
+    def drop_before(self, sample: int) -> None:
+        """Forget the blocks that end at or before sample."""
+        while self._blocks and self.start + len(self._blocks[0]) <= sample:
+            self.start += len(self._blocks.popleft())
+
+    def span(self, begin: int, end: int) -> np.ndarray:
+        """Samples begin..end (begin >= start, end <= self.end)."""
+        parts, at = [], self.start
+        for block in self._blocks:
+            if at >= end:
+                break
+            if at + len(block) > begin:
+                parts.append(block[max(0, begin - at):end - at])
+            at += len(block)
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def word_span(recent: RecentAudio, sample_rate: int, time_s: float, window_s: float
               ) -> tuple[float, float]:
     """Where the detected word lies: the loud part (within 20 dB of the peak) of the
     model window that ended at the detection."""
-    end = min(len(audio), round(time_s * sample_rate))
+    end = min(recent.end, round(time_s * sample_rate))
     begin = max(0, end - round(window_s * sample_rate))
     if end - begin < sample_rate // 100:
         return round(begin / sample_rate, 3), round(end / sample_rate, 3)
-    s, e = speech_span(audio[begin:end], sample_rate)
+    s, e = speech_span(recent.span(begin, end), sample_rate)
     return round(begin / sample_rate + s, 3), round(begin / sample_rate + e, 3)
 
 
-# ----------------------------------------------------------------------------- plots
-
 def run_transcription(model: Recognizer, items: Iterable[tuple[str, str | None]],
                       out: Path | None, settings: Settings, resume: bool = False,
-                      progress: Callable[[int], object] | None = None) -> Summary:
+                      progress: Callable[[int], Any] | None = None) -> Summary:
     """Transcribe items into out (stdout if None), skipping what out holds when resuming."""
     done = prepare_resume(out) if resume and out is not None else set()
     writer = RowWriter(out, append=resume and out is not None and out.exists())

@@ -2,11 +2,12 @@
 training side; the runtime's Recognizer protocol is all transcription needs."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.runtime.recognizer import chunked_stream
+from pipeline.runtime.recognizer import SEGMENT_S, segment_layout, segmented_stream
 
 
 class KerasStream:
@@ -37,7 +38,7 @@ class KerasRecognizer:
 
     instances = 1
 
-    def __init__(self, path: str | Path, stream_batch: int):
+    def __init__(self, path: str | Path, stream_batch: int, segment_s: float = SEGMENT_S):
         import tensorflow as tf
 
         from pipeline.train.runs import load_run
@@ -46,13 +47,14 @@ class KerasRecognizer:
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[
             tf.TensorSpec([None, self.front_end.clip_samples], tf.float32)])
         self._path, self._stream_batch, self._stream = path, max(2, stream_batch), None
+        self.segment_s = segment_s
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
         return self._call(clips).numpy()
 
-    def timeline(self, audio: np.ndarray) -> tuple[float, np.ndarray]:
+    def timeline(self, blocks: Iterable[np.ndarray], samples: int | None = None
+                 ) -> Iterator[np.ndarray]:
         if self._stream is None:
             self._stream = KerasStream(self._path, self._stream_batch)
-        fe = self.front_end
-        warmup = 2 * fe.clip_samples // fe.step_samples
-        return fe.step_samples / fe.sample_rate, chunked_stream(self._stream, audio, warmup)
+        return segmented_stream(self._stream, blocks, *segment_layout(
+            self.front_end, self.segment_s, samples, self._stream.batch))
