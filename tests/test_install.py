@@ -53,9 +53,19 @@ sys.exit(main())
     assert [r["path"] for r in rows] == wavs and all(r["kind"] == "clip" for r in rows)
 
 
+def held_out_command_clips() -> list[str]:
+    """The demo's test clips of the ten commands: their speakers are in the test split of
+    the data the bundled model was trained on, so it never heard them."""
+    from pipeline.train.config import COMMANDS
+
+    listed = (DEMO / "testing_list.txt").read_text().split()
+    return [rel for rel in listed if rel.split("/")[0] in COMMANDS]
+
+
 @pytest.mark.slow
 def test_core_install_labels_the_demo_words_without_tensorflow(tmp_path):
-    """`pip install .` into a fresh environment, then the bundled model on demo clips."""
+    """`pip install .` into a fresh environment, then the bundled model on held-out demo
+    clips."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -67,11 +77,12 @@ def test_core_install_labels_the_demo_words_without_tensorflow(tmp_path):
                               f"[m for m in {HEAVY[:3]!r} if importlib.util.find_spec(m)]))"],
                              capture_output=True, text=True, env=env)
     assert json.loads(missing.stdout) == []
-    words = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-    wavs = [str(sorted((DEMO / w).glob("*.wav"))[0]) for w in words]
+    held_out = held_out_command_clips()
+    wavs = [str(DEMO / rel) for rel in held_out]
     out = tmp_path / "rows.csv"
     run = subprocess.run([str(venv / "bin" / "kws-transcribe"), *wavs, "--out", str(out)],
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     labels = [r["label"] for r in csv.DictReader(open(out))]
-    assert sum(a == b for a, b in zip(labels, words)) >= 8, labels
+    truth = [rel.split("/")[0] for rel in held_out]
+    assert sum(a == b for a, b in zip(labels, truth)) >= 0.8 * len(truth), labels
