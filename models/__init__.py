@@ -4,10 +4,11 @@ Every model is written once and built in two modes, 'clip' (raw clip in, probabi
 out: training, evaluation, clip export) and 'stream' (one hop plus state in, probabilities
 plus new state out), with the same layer names so weights move between them.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 
@@ -28,8 +29,14 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def build_model(name: str, front_end: FrontEnd, n_classes: int, mode: str = "clip",
-                batch_size: int | None = None, **options) -> keras.Model:
+def build_model(
+    name: str,
+    front_end: FrontEnd,
+    n_classes: int,
+    mode: str = "clip",
+    batch_size: int | None = None,
+    **options,
+) -> keras.Model:
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(names())}")
     if mode not in MODES:
@@ -37,8 +44,13 @@ def build_model(name: str, front_end: FrontEnd, n_classes: int, mode: str = "cli
     return REGISTRY[name](front_end, n_classes, mode=mode, batch_size=batch_size, **options)
 
 
-def build_from_config(cfg: dict, front_end: FrontEnd, n_classes: int, mode: str = "clip",
-                      batch_size: int | None = None) -> keras.Model:
+def build_from_config(
+    cfg: dict,
+    front_end: FrontEnd,
+    n_classes: int,
+    mode: str = "clip",
+    batch_size: int | None = None,
+) -> keras.Model:
     """The model a resolved training config describes (its model section plus SpecAugment)."""
     options = {k: v for k, v in cfg["model"].items() if k != "name"}
     options["units"] = tuple(options["units"])

@@ -1,5 +1,6 @@
 """CRNN: a small convolution across frequency on each chunk, then the recurrent stack
 (models/layers.py: conv_front_end)."""
+
 from __future__ import annotations
 
 from models.rnn import stacked

@@ -5,6 +5,7 @@ training, evaluation and clip export) and 'stream' (one hop with explicit state,
 streaming export). Both modes create layers with the same names, so weights move between
 them with copy_weights().
 """
+
 from __future__ import annotations
 
 import keras
@@ -38,8 +39,11 @@ class Graph:
             context = keras.Input((fe.context_samples,), batch_size=b, name="audio_state")
             self.inputs = [self.audio, context]
             joined = layers.Concatenate(axis=1, name="join_audio")([context, self.audio])
-            self.state_outputs.append(layers.Lambda(
-                lambda a: a[:, -fe.context_samples:], name="next_audio_state")(joined))
+            self.state_outputs.append(
+                layers.Lambda(lambda a: a[:, -fe.context_samples :], name="next_audio_state")(
+                    joined
+                )
+            )
             x = LogMel(fe.to_dict(), causal=False, name="logmel")(joined)
         self.features = x
 
@@ -64,8 +68,9 @@ def normalized_steps(g: Graph, spec_augment: dict | None) -> keras.KerasTensor:
     return layers.Reshape((steps, fe.stack * fe.n_features), name="stack_frames")(x)
 
 
-def recurrent_stack(g: Graph, x, cell: str, units: list[int], dropout: float,
-                    bidirectional: bool) -> keras.KerasTensor:
+def recurrent_stack(
+    g: Graph, x, cell: str, units: list[int], dropout: float, bidirectional: bool
+) -> keras.KerasTensor:
     """Stacked recurrent layers; the top layer's last step feeds the head."""
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
@@ -79,13 +84,16 @@ def recurrent_stack(g: Graph, x, cell: str, units: list[int], dropout: float,
                 layer = layers.Bidirectional(layer, name=f"bi{cell}{i}")
             x = layer(x)
         else:
-            layer = CELLS[cell](n, return_sequences=True, return_state=True, unroll=True,
-                                name=f"{cell}{i}")
+            layer = CELLS[cell](
+                n, return_sequences=True, return_state=True, unroll=True, name=f"{cell}{i}"
+            )
             states = [g.state_input(s, n) for s in state_names(cell, i)]
             out = layer(x, initial_state=states if len(states) > 1 else states[0])
             x, new_states = out[0], out[1:]
-            g.state_outputs.extend(layers.Identity(name=f"next_{s}_state")(t)
-                                   for s, t in zip(state_names(cell, i), new_states))
+            g.state_outputs.extend(
+                layers.Identity(name=f"next_{s}_state")(t)
+                for s, t in zip(state_names(cell, i), new_states)
+            )
             if last:
                 x = layers.Reshape((n,), name="last_step")(x)
         if dropout and not last:
@@ -93,8 +101,9 @@ def recurrent_stack(g: Graph, x, cell: str, units: list[int], dropout: float,
     return x
 
 
-def conv_front_end(x, fe: FrontEnd, filters: tuple[int, ...] = (16,), kernel: int = 5,
-                   stride: int = 2):
+def conv_front_end(
+    x, fe: FrontEnd, filters: tuple[int, ...] = (16,), kernel: int = 5, stride: int = 2
+):
     """A convolution across frequency on each step's chunk (the CRNN front end). The kernel
     spans one step in time, so it needs no state and streams exactly; the frames stacked
     into a step are its input channels."""
@@ -102,8 +111,9 @@ def conv_front_end(x, fe: FrontEnd, filters: tuple[int, ...] = (16,), kernel: in
     x = layers.Reshape((steps, fe.stack, fe.n_features), name="chunks")(x)
     x = layers.Permute((1, 3, 2), name="freq_major")(x)  # [batch, steps, freq, frames]
     for i, f in enumerate(filters):
-        x = layers.Conv2D(f, (1, kernel), strides=(1, stride), padding="same",
-                          activation="relu", name=f"conv{i}")(x)
+        x = layers.Conv2D(
+            f, (1, kernel), strides=(1, stride), padding="same", activation="relu", name=f"conv{i}"
+        )(x)
     return layers.Reshape((steps, x.shape[2] * x.shape[3]), name="conv_out")(x)
 
 

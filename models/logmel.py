@@ -5,6 +5,7 @@ numbers in FrontEnd are the only description of it. LogMel is the definition; th
 twins swap in BlockedLogMel or MatmulLogMel, which compute the same mel energies in ways
 that convert better, and change nothing else.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,9 @@ def mel_matrix(fe: FrontEnd) -> np.ndarray:
     """[fft_length//2+1, n_mels] filterbank: librosa's Slaney mel filters."""
     import librosa
 
-    return librosa.filters.mel(sr=fe.sample_rate, n_fft=fe.fft_length, n_mels=fe.n_mels,
-                               fmin=fe.fmin, fmax=fe.fmax).T.astype(np.float32)
+    return librosa.filters.mel(
+        sr=fe.sample_rate, n_fft=fe.fft_length, n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax
+    ).T.astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="kws")
@@ -48,7 +50,7 @@ class LogMel(keras.layers.Layer):
         frames = tf.signal.frame(audio, fe.window_samples, fe.hop_samples) * self._window
         features = tf.math.log(self.mel_product(self.power_spectrum(frames)) + fe.log_floor)
         if fe.n_mfcc:
-            features = tf.signal.mfccs_from_log_mel_spectrograms(features)[..., :fe.n_mfcc]
+            features = tf.signal.mfccs_from_log_mel_spectrograms(features)[..., : fe.n_mfcc]
         return features
 
     def power_spectrum(self, frames):
@@ -62,8 +64,9 @@ class LogMel(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         n = input_shape[1]
         if n is not None:
-            n = (n + (self.fe.context_samples if self.causal else 0) - self.fe.window_samples) \
-                // self.fe.hop_samples + 1
+            n = (
+                n + (self.fe.context_samples if self.causal else 0) - self.fe.window_samples
+            ) // self.fe.hop_samples + 1
         return (input_shape[0], n, self.fe.n_features)
 
     def get_config(self):
@@ -81,7 +84,10 @@ def mel_blocks(mel: np.ndarray, max_elements: int = 1000) -> list[tuple[int, int
     while start < len(span):
         end = start + 1
         while end < len(span):
-            lo, hi = min(s[0] for s in span[start:end + 1]), max(s[1] for s in span[start:end + 1])
+            lo, hi = (
+                min(s[0] for s in span[start : end + 1]),
+                max(s[1] for s in span[start : end + 1]),
+            )
             if (hi - lo) * (end + 1 - start) > max_elements:
                 break
             end += 1
@@ -100,8 +106,10 @@ class BlockedLogMel(LogMel):
         self._blocks = mel_blocks(self._mel)
 
     def mel_product(self, power):
-        return tf.concat([tf.matmul(power[..., lo:hi], self._mel[lo:hi, a:b])
-                          for lo, hi, a, b in self._blocks], axis=-1)
+        return tf.concat(
+            [tf.matmul(power[..., lo:hi], self._mel[lo:hi, a:b]) for lo, hi, a, b in self._blocks],
+            axis=-1,
+        )
 
 
 def fft_plan(fe: FrontEnd) -> dict[str, Any]:
@@ -116,7 +124,7 @@ def fft_plan(fe: FrontEnd) -> dict[str, Any]:
     n = fe.fft_length
     n2 = 1 << (n.bit_length() - 1) // 2
     n1 = n // n2
-    rows = -(-fe.window_samples // n2)                  # values of a inside the window
+    rows = -(-fe.window_samples // n2)  # values of a inside the window
     mel = mel_matrix(fe)
     used = int(np.nonzero(mel.any(axis=1))[0].max()) + 1
     d_count = -(-used // n1)
@@ -128,14 +136,21 @@ def fft_plan(fe: FrontEnd) -> dict[str, Any]:
     k = np.arange(n1)[:, None] + n1 * np.arange(d_count)[None, :]
     mel_rows = np.where((k < len(mel))[..., None], mel[np.minimum(k, len(mel) - 1)], 0)
     f32 = np.float32
-    return {"n1": n1, "n2": n2, "rows": rows, "d_count": d_count,
-            # x (real) -> [Re, Im] of sum_a x W^(a c), W = exp(-2 pi i / n1)
-            "inner": np.concatenate([np.cos(inner), -np.sin(inner)], 1).astype(f32),
-            "twiddle_cos": np.cos(twiddle).astype(f32), "twiddle_sin": np.sin(twiddle).astype(f32),
-            # [Re(b), Im(b)] -> [Re(d), Im(d)] of sum_b y W^(b d), W = exp(-2 pi i / n2)
-            "outer": np.block([[np.cos(outer), -np.sin(outer)],
-                               [np.sin(outer), np.cos(outer)]]).astype(f32),
-            "mel": mel_rows.reshape(n1 * d_count, -1).astype(f32)}
+    return {
+        "n1": n1,
+        "n2": n2,
+        "rows": rows,
+        "d_count": d_count,
+        # x (real) -> [Re, Im] of sum_a x W^(a c), W = exp(-2 pi i / n1)
+        "inner": np.concatenate([np.cos(inner), -np.sin(inner)], 1).astype(f32),
+        "twiddle_cos": np.cos(twiddle).astype(f32),
+        "twiddle_sin": np.sin(twiddle).astype(f32),
+        # [Re(b), Im(b)] -> [Re(d), Im(d)] of sum_b y W^(b d), W = exp(-2 pi i / n2)
+        "outer": np.block([[np.cos(outer), -np.sin(outer)], [np.sin(outer), np.cos(outer)]]).astype(
+            f32
+        ),
+        "mel": mel_rows.reshape(n1 * d_count, -1).astype(f32),
+    }
 
 
 class MatmulLogMel(LogMel):
@@ -157,11 +172,11 @@ class MatmulLogMel(LogMel):
             frames = tf.pad(frames, [[0, 0], [0, 0], [0, rows * n2 - window]])
         shape = tf.shape(frames)[:2]
         x = tf.reshape(frames, [-1, rows, n2])
-        y = tf.matmul(tf.transpose(x, [0, 2, 1]), plan["inner"])      # [.., b, Re|Im c]
+        y = tf.matmul(tf.transpose(x, [0, 2, 1]), plan["inner"])  # [.., b, Re|Im c]
         re, im = y[..., :n1], y[..., n1:]
         cos, sin = plan["twiddle_cos"], plan["twiddle_sin"]
         y = tf.concat([re * cos + im * sin, im * cos - re * sin], axis=1)  # [.., Re|Im b, c]
-        z = tf.matmul(tf.transpose(y, [0, 2, 1]), plan["outer"])      # [.., c, Re|Im d]
+        z = tf.matmul(tf.transpose(y, [0, 2, 1]), plan["outer"])  # [.., c, Re|Im d]
         power = tf.square(z[..., :d_count]) + tf.square(z[..., d_count:])
         return tf.reshape(power, tf.concat([shape, [n1 * d_count]], 0))
 

@@ -1,5 +1,6 @@
 """SpecAugment (Park et al. 2019): masks on the features, inside the model so it acts on
 exactly what the network sees and switches off outside training."""
+
 from __future__ import annotations
 
 import keras
@@ -10,8 +11,14 @@ import tensorflow as tf
 class SpecAugment(keras.layers.Layer):
     """Time and frequency masks on [batch, frames, features], active only in training."""
 
-    def __init__(self, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2,
-                 freq_width: int = 5, **kwargs):
+    def __init__(
+        self,
+        time_masks: int = 2,
+        time_width: int = 10,
+        freq_masks: int = 2,
+        freq_width: int = 5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.time_masks, self.time_width = time_masks, time_width
         self.freq_masks, self.freq_width = freq_masks, freq_width
@@ -39,6 +46,10 @@ class SpecAugment(keras.layers.Layer):
         return x * mask + mean * (1 - mask)
 
     def get_config(self):
-        return {**super().get_config(), "time_masks": self.time_masks,
-                "time_width": self.time_width, "freq_masks": self.freq_masks,
-                "freq_width": self.freq_width}
+        return {
+            **super().get_config(),
+            "time_masks": self.time_masks,
+            "time_width": self.time_width,
+            "freq_masks": self.freq_masks,
+            "freq_width": self.freq_width,
+        }

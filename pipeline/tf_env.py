@@ -1,4 +1,5 @@
 """Importing TensorFlow without its start-up banner (see pipeline/runtime/quiet.py)."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ load of a shared machine falls on all of them alike.
 Per config: parameters, median milliseconds per training step (batch of 64 one-second
 clips, augmentation excluded) and per single-clip inference, as ratios to the first config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
@@ -37,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from models import build_from_config
-    from pipeline.train.config import load_config
     from pipeline.runtime.files import atomic_write_text
     from pipeline.runtime.params import FrontEnd
+    from pipeline.train.config import load_config
 
     rng = np.random.default_rng(0)
     models = {}
@@ -70,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name, (model, *_rest) in models.items():
         t, i = statistics.median(train_ms[name]), statistics.median(infer_ms[name])
-        rows[name] = {"parameters": int(model.count_params()), "train_ms_per_step": round(t, 2),
-                      "infer_ms_per_clip": round(i, 3),
-                      "train_ratio": round(t / statistics.median(train_ms[first]), 2),
-                      "infer_ratio": round(i / statistics.median(infer_ms[first]), 2)}
+        rows[name] = {
+            "parameters": int(model.count_params()),
+            "train_ms_per_step": round(t, 2),
+            "infer_ms_per_clip": round(i, 3),
+            "train_ratio": round(t / statistics.median(train_ms[first]), 2),
+            "infer_ratio": round(i / statistics.median(infer_ms[first]), 2),
+        }
         print(name, rows[name])
     atomic_write_text(Path(args.out), json.dumps(rows, indent=2) + "\n")
     return 0

@@ -6,6 +6,7 @@
 One line per file: the word its folder names, then each transcription's label (a `*` marks
 a label that differs from the folder name), then each transcription's count of matches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,16 +17,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("results", nargs="+", help="transcription outputs (CSV or JSONL)")
     args = parser.parse_args(argv)
 
     from pipeline.runtime.rows import read_rows
 
     try:
-        tables = [{r["path"]: r["label"] for r in read_rows(Path(f)) if r.get("kind") == "clip"}
-                  for f in args.results]
+        tables = [
+            {r["path"]: r["label"] for r in read_rows(Path(f)) if r.get("kind") == "clip"}
+            for f in args.results
+        ]
     except (OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

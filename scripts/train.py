@@ -5,9 +5,11 @@
 
 PATH is a Speech Commands folder (archive layout: the 12-class task by default), any
 folder-per-label collection of audio (classes are the folder names), or
-tfds:speech_commands[@DATA_DIR][?manual_dir=DIR] (docs/tfds.md). Overrides use dotted keys, e.g. train.epochs=5
+tfds:speech_commands[@DATA_DIR][?manual_dir=DIR] (docs/tfds.md). Overrides use dotted keys,
+e.g. train.epochs=5
 model.units=[64,64]. Starting again with the same RUN_DIR resumes an interrupted run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +20,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML config (default: built-in defaults)")
-    parser.add_argument("--data", required=True, help="data folder or tfds:NAME[@DATA_DIR][?manual_dir=DIR] (see docs/tfds.md)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="data folder or tfds:NAME[@DATA_DIR][?manual_dir=DIR] (see docs/tfds.md)",
+    )
     parser.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides with dotted keys")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides with dotted keys"
+    )
     args = parser.parse_args(argv)
     from pipeline.tf_env import import_tensorflow
 

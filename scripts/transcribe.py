@@ -18,6 +18,7 @@ Rows go to --out (CSV, or JSONL for .jsonl) or to standard output as CSV; each n
 input in `path` and a failed file carries `error`. A summary line goes to standard error.
 Exit status: 0 when every file succeeded, 3 when some failed, 2 on a usage error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,39 +33,87 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits
 
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="exported .tflite file (clip or streaming) or export "
-                        "folder, or a run directory / .keras file (needs the [train] extra); "
-                        "default: the bundled pretrained model (models/pretrained)")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="files, directories, glob patterns, @list.txt or -")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        help="exported .tflite file (clip or streaming) or export "
+        "folder, or a run directory / .keras file (needs the [train] extra); "
+        "default: the bundled pretrained model (models/pretrained)",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, directories, glob patterns, @list.txt or -",
+    )
     parser.add_argument("--out", help="results.csv or results.jsonl (default: CSV on stdout)")
     parser.add_argument("--top-k", type=int, default=3, help="labels listed per clip (3)")
-    parser.add_argument("--threshold", type=float,
-                        help="averaged probability a timeline detection needs (detector default)")
-    parser.add_argument("--window", type=float, dest="average_window_s",
-                        help="moving-average window of the timeline in seconds")
-    parser.add_argument("--suppression", type=float, dest="suppression_s",
-                        help="seconds after a detection during which no other is reported")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip files already in --out (failed ones are tried again)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="averaged probability a timeline detection needs (detector default)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        dest="average_window_s",
+        help="moving-average window of the timeline in seconds",
+    )
+    parser.add_argument(
+        "--suppression",
+        type=float,
+        dest="suppression_s",
+        help="seconds after a detection during which no other is reported",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip files already in --out (failed ones are tried again)",
+    )
     parser.add_argument("--plot", help="folder for a timeline PNG per long recording")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="model instances / decoding threads (default: CPU count)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="model instances / decoding threads (default: CPU count)",
+    )
     parser.add_argument("--batch", type=int, default=256, help="clips per inference batch")
-    parser.add_argument("--summary-json", action="store_true",
-                        help="end with the summary as one JSON line on standard error")
+    parser.add_argument(
+        "--summary-json",
+        action="store_true",
+        help="end with the summary as one JSON line on standard error",
+    )
     limits = parser.add_argument_group("header limits (a file outside them gets an error row)")
-    limits.add_argument("--min-rate", type=int, default=DEFAULT_LIMITS.min_rate, metavar="HZ",
-                        help="lowest plausible sample rate (%(default)s)")
-    limits.add_argument("--max-rate", type=int, default=DEFAULT_LIMITS.max_rate, metavar="HZ",
-                        help="highest plausible sample rate (%(default)s)")
-    limits.add_argument("--max-channels", type=int, default=DEFAULT_LIMITS.max_channels,
-                        metavar="N", help="most channels a file may declare (%(default)s)")
-    limits.add_argument("--max-duration", type=float, default=DEFAULT_LIMITS.max_duration_s,
-                        metavar="S", help="longest plausible recording in seconds "
-                        "(%(default)g: 24 hours)")
+    limits.add_argument(
+        "--min-rate",
+        type=int,
+        default=DEFAULT_LIMITS.min_rate,
+        metavar="HZ",
+        help="lowest plausible sample rate (%(default)s)",
+    )
+    limits.add_argument(
+        "--max-rate",
+        type=int,
+        default=DEFAULT_LIMITS.max_rate,
+        metavar="HZ",
+        help="highest plausible sample rate (%(default)s)",
+    )
+    limits.add_argument(
+        "--max-channels",
+        type=int,
+        default=DEFAULT_LIMITS.max_channels,
+        metavar="N",
+        help="most channels a file may declare (%(default)s)",
+    )
+    limits.add_argument(
+        "--max-duration",
+        type=float,
+        default=DEFAULT_LIMITS.max_duration_s,
+        metavar="S",
+        help="longest plausible recording in seconds (%(default)g: 24 hours)",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch < 1 or args.threads < 1:
         parser.error("--top-k, --batch and --threads must be at least 1")
@@ -72,10 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume needs --out")
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
-    if not 1 <= args.min_rate <= args.max_rate or args.max_channels < 1 \
-            or not args.max_duration > 0:
-        parser.error("need 1 <= --min-rate <= --max-rate, --max-channels >= 1 and "
-                     "--max-duration > 0")
+    if (
+        not 1 <= args.min_rate <= args.max_rate
+        or args.max_channels < 1
+        or not args.max_duration > 0
+    ):
+        parser.error(
+            "need 1 <= --min-rate <= --max-rate, --max-channels >= 1 and --max-duration > 0"
+        )
 
     from pipeline.runtime.errors import ModelError, one_line
     from pipeline.runtime.inputs import expand_inputs
@@ -92,25 +145,30 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError, ModelError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    settings = Settings(top_k=args.top_k, threshold=args.threshold,
-                        average_window_s=args.average_window_s, suppression_s=args.suppression_s,
-                        batch=args.batch, decode_workers=args.threads,
-                        plot_dir=Path(args.plot) if args.plot else None,
-                        limits=AudioLimits(args.min_rate, args.max_rate, args.max_channels,
-                                           args.max_duration))
+    settings = Settings(
+        top_k=args.top_k,
+        threshold=args.threshold,
+        average_window_s=args.average_window_s,
+        suppression_s=args.suppression_s,
+        batch=args.batch,
+        decode_workers=args.threads,
+        plot_dir=Path(args.plot) if args.plot else None,
+        limits=AudioLimits(args.min_rate, args.max_rate, args.max_channels, args.max_duration),
+    )
     progress = None
     if sys.stderr.isatty():
         from tqdm import tqdm
 
         def progress(total: int):
             return tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True)
+
     out = Path(args.out) if args.out else None
     try:
-        summary = run_transcription(model, expand_inputs(args.inputs), out, settings,
-                                    resume=args.resume, progress=progress)
+        summary = run_transcription(
+            model, expand_inputs(args.inputs), out, settings, resume=args.resume, progress=progress
+        )
     except KeyboardInterrupt:
-        print("interrupted: finished rows are in the output; --resume continues",
-              file=sys.stderr)
+        print("interrupted: finished rows are in the output; --resume continues", file=sys.stderr)
         return 130
     print(summary.line(), file=sys.stderr)
     if args.summary_json:

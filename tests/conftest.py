@@ -1,5 +1,6 @@
 """Shared fixtures: the demo sample, one tiny model trained on it and its export, each made
 once per session."""
+
 from __future__ import annotations
 
 import sys
@@ -12,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEMO = ROOT / "demo" / "speech_commands_sample"
 
-TINY = ["seed=0", "model.units=[16,16]", "front_end.stack=2", "train.epochs=2",
-        "train.batch_size=32", "train.patience=5"]
+TINY = [
+    "seed=0",
+    "model.units=[16,16]",
+    "front_end.stack=2",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.patience=5",
+]
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +40,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 STREAM_BATCH = 5  # lanes of stream_batch_float.tflite in the test export
-CLIP_BATCH = 8    # clips per call of model_batch_float.tflite in the test export
+CLIP_BATCH = 8  # clips per call of model_batch_float.tflite in the test export
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +49,14 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     from pipeline.export.export import export
 
     out = tmp_path_factory.mktemp("tiny_export")
-    export(tiny_run, out, batch_size=CLIP_BATCH, calibration_clips=40, log=lambda line: None,
-           stream_batch=STREAM_BATCH)
+    export(
+        tiny_run,
+        out,
+        batch_size=CLIP_BATCH,
+        calibration_clips=40,
+        log=lambda line: None,
+        stream_batch=STREAM_BATCH,
+    )
     return out
 
 

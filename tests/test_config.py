@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from models import build_from_config, names
-from pipeline.train.config import ConfigError, load_config
 from pipeline.runtime.params import FrontEnd
+from pipeline.train.config import ConfigError, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -22,23 +22,27 @@ def test_shipped_configs_cover_the_cells():
     assert {"rnn", "lstm", "gru", "crnn"} <= set(names())
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["model.unitz=[8]"], "unknown config key: model.unitz"),
-    (["train.epochs=1.5"], "train.epochs: expected int"),
-    (["train.learning_rate=-1"], "must not be negative"),
-    (["train.schedule=linear"], "train.schedule: must be one of"),
-    (["front_end.hop_ms=12"], "front_end:"),
-    (["model.units=[]"], "model.units"),
-    (["epochs"], "not key=value"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model.unitz=[8]"], "unknown config key: model.unitz"),
+        (["train.epochs=1.5"], "train.epochs: expected int"),
+        (["train.learning_rate=-1"], "must not be negative"),
+        (["train.schedule=linear"], "train.schedule: must be one of"),
+        (["front_end.hop_ms=12"], "front_end:"),
+        (["model.units=[]"], "model.units"),
+        (["epochs"], "not key=value"),
+    ],
+)
 def test_bad_values_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
 
 
 def test_overrides_parse_yaml_values():
-    cfg = load_config(None, ["model.units=[8, 4]", "augment.spec_augment={time_masks: 1}",
-                             "data.words=null"])
+    cfg = load_config(
+        None, ["model.units=[8, 4]", "augment.spec_augment={time_masks: 1}", "data.words=null"]
+    )
     assert cfg["model"]["units"] == [8, 4]
     assert cfg["augment"]["spec_augment"] == {"time_masks": 1}
     assert cfg["data"]["words"] is None

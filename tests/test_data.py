@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.train.config import load_config
-from pipeline.data.folders import (SILENCE, UNKNOWN, detect_layout, hash_split, load_clip,
-                           load_dataset)
+from pipeline.data.folders import (
+    SILENCE,
+    UNKNOWN,
+    detect_layout,
+    hash_split,
+    load_clip,
+    load_dataset,
+)
 from pipeline.runtime.params import FrontEnd
+from pipeline.train.config import load_config
 
 CFG = load_config()["data"]
 
@@ -28,8 +34,9 @@ def test_archive_layout_gives_the_twelve_class_task(demo_data):
     n = sum(counts["train"].values())
     assert abs(counts["train"][0] / n - 0.1) < 0.02 and abs(counts["train"][1] / n - 0.1) < 0.02
     listed = set((demo_data / "testing_list.txt").read_text().split())
-    assert {Path(p).relative_to(demo_data).as_posix() for p, l in ds.splits["test"]
-            if p and l != 1} <= listed
+    assert {
+        Path(p).relative_to(demo_data).as_posix() for p, l in ds.splits["test"] if p and l != 1
+    } <= listed
     assert len(ds.noise_files) == 6
 
 
@@ -86,8 +93,12 @@ def test_canonical_test_layout(demo_data, tmp_path):
 def test_folder_per_label_takes_any_audio(tmp_path):
     """Custom words: any rate, channel count, sample format and length."""
     rng = np.random.default_rng(0)
-    formats = [(8000, 2, "PCM_16", 0.6, ".wav"), (44100, 1, "PCM_24", 2.5, ".wav"),
-               (48000, 1, "FLOAT", 1.0, ".wav"), (22050, 1, "PCM_16", 0.8, ".flac")]
+    formats = [
+        (8000, 2, "PCM_16", 0.6, ".wav"),
+        (44100, 1, "PCM_24", 2.5, ".wav"),
+        (48000, 1, "FLOAT", 1.0, ".wav"),
+        (22050, 1, "PCM_16", 0.8, ".flac"),
+    ]
     for word in ("lights", "music"):
         for i, (sr, ch, subtype, seconds, ext) in enumerate(formats * 3):
             shape = (int(sr * seconds), ch) if ch > 1 else (int(sr * seconds),)

@@ -1,4 +1,5 @@
 """TFLite export of the tiny demo run: real conversions, LiteRT interpreters and clips."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,15 @@ import yaml
 
 from tests.conftest import STREAM_BATCH, demo_clips
 
-FILES = ["model_float.tflite", "model_dynamic.tflite", "model_batch_float.tflite",
-         "model_int8.tflite", "stream_float.tflite", "stream_int8.tflite",
-         "stream_batch_float.tflite"]
+FILES = [
+    "model_float.tflite",
+    "model_dynamic.tflite",
+    "model_batch_float.tflite",
+    "model_int8.tflite",
+    "stream_float.tflite",
+    "stream_int8.tflite",
+    "stream_batch_float.tflite",
+]
 
 
 def test_every_file_and_the_manifest(tiny_export, tiny_run):
@@ -40,15 +47,19 @@ def test_every_file_and_the_manifest(tiny_export, tiny_run):
     assert states["h0_state"]["shape"] == states["h1_state"]["shape"] == [1, 16]
     inputs = {i["name"]: i["shape"] for i in stream["inputs"]}
     assert inputs == {"audio": [1, fe.step_samples], **{k: s["shape"] for k, s in states.items()}}
-    assert {o["name"] for o in stream["outputs"]} == \
-        {"probs", *(s["output"] for s in states.values())}
+    assert {o["name"] for o in stream["outputs"]} == {
+        "probs",
+        *(s["output"] for s in states.values()),
+    }
     assert manifest["files"]["model_batch_float.tflite"]["inputs"][0]["shape"] == [8, 16000]
     lanes = manifest["files"]["stream_batch_float.tflite"]
     assert lanes["batch"] == STREAM_BATCH and lanes["kind"] == "stream"
-    assert [(s["input"], s["output"]) for s in lanes["states"]] == \
-        [(s["input"], s["output"]) for s in stream["states"]]
-    assert {i["name"]: i["shape"] for i in lanes["inputs"]} == \
-        {k: [STREAM_BATCH, *v[1:]] for k, v in inputs.items()}
+    assert [(s["input"], s["output"]) for s in lanes["states"]] == [
+        (s["input"], s["output"]) for s in stream["states"]
+    ]
+    assert {i["name"]: i["shape"] for i in lanes["inputs"]} == {
+        k: [STREAM_BATCH, *v[1:]] for k, v in inputs.items()
+    }
 
 
 def test_int8_files_hold_int8_weights_and_are_smaller(tiny_export):
@@ -80,8 +91,9 @@ def test_float_models_match_keras(tiny_export, tiny_run, demo_data):
     lanes = StreamingModel(tiny_export / "stream_batch_float.tflite")
     assert lanes.batch == STREAM_BATCH
     # 12 clips in lanes of 5: the last call leaves two lanes unused.
-    side_by_side = np.concatenate([lanes.run(x[i:i + STREAM_BATCH])[:, -1]
-                                   for i in range(0, len(x), STREAM_BATCH)])
+    side_by_side = np.concatenate(
+        [lanes.run(x[i : i + STREAM_BATCH])[:, -1] for i in range(0, len(x), STREAM_BATCH)]
+    )
     assert np.abs(side_by_side - expected).max() <= 1e-4
     assert np.abs(side_by_side - last).max() <= 1e-5
 
@@ -107,8 +119,9 @@ def test_op_outside_builtins_fails_naming_it(tmp_path):
     audio = keras.Input((4,), batch_size=1, name="audio")
     odd = keras.layers.Lambda(lambda a: tf.linalg.det(tf.reshape(a, [-1, 2, 2])), name="det")
     model = keras.Model(audio, odd(audio))
-    with pytest.raises(ExportError, match="odd.tflite: needs ops outside the TFLite builtins: "
-                                          "MatrixDeterminant"):
+    with pytest.raises(
+        ExportError, match="odd.tflite: needs ops outside the TFLite builtins: MatrixDeterminant"
+    ):
         convert(saved_model(model, ["probs"], tmp_path / "saved"), "odd.tflite")
 
 
@@ -129,8 +142,9 @@ def test_variable_ops_are_rejected(tmp_path):
     module = Counter()
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
     content = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path)).convert()
-    with pytest.raises(ExportError, match="counter.tflite: needs ops outside the TFLite "
-                                          "builtins: .*VAR_HANDLE"):
+    with pytest.raises(
+        ExportError, match="counter.tflite: needs ops outside the TFLite builtins: .*VAR_HANDLE"
+    ):
         model_ops(content, "counter.tflite")
 
 
@@ -147,12 +161,18 @@ def test_matmul_spectrum_matches_logmel(demo_data, tiny_export):
     scale = np.float32([1, 1e-3, 1e-6, 0])[:, None]
     noise = rng.uniform(-1, 1, (4, 16000)).astype(np.float32) * scale
     assert front_end_difference(FrontEnd(stack=2), clips) < 2e-4
-    for fe in (FrontEnd(stack=2), FrontEnd(n_mels=64, window_ms=25),
-               FrontEnd(window_ms=20, hop_ms=10, fmax=8000), FrontEnd(n_mfcc=13)):
+    for fe in (
+        FrontEnd(stack=2),
+        FrontEnd(n_mels=64, window_ms=25),
+        FrontEnd(window_ms=20, hop_ms=10, fmax=8000),
+        FrontEnd(n_mfcc=13),
+    ):
         assert front_end_difference(fe, np.concatenate([clips[:4], noise])) < FRONT_END_TOLERANCE
         for causal in (True, False):
-            same = [layer(fe.to_dict(), causal=causal)(noise[:2]).shape
-                    for layer in (LogMel, MatmulLogMel)]
+            same = [
+                layer(fe.to_dict(), causal=causal)(noise[:2]).shape
+                for layer in (LogMel, MatmulLogMel)
+            ]
             assert same[0] == same[1]
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     for name in ("model_batch_float.tflite", "stream_batch_float.tflite"):

@@ -26,17 +26,30 @@ def _librosa_logmel(audio: np.ndarray, fe: FrontEnd) -> np.ndarray:
     off = (fe.fft_length - fe.window_samples) // 2
     padded = np.pad(audio, (fe.context_samples + off, off))
     mel = librosa.feature.melspectrogram(
-        y=padded, sr=fe.sample_rate, n_fft=fe.fft_length, hop_length=fe.hop_samples,
-        win_length=fe.window_samples, window="hann", center=False, power=2.0,
-        n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax)
+        y=padded,
+        sr=fe.sample_rate,
+        n_fft=fe.fft_length,
+        hop_length=fe.hop_samples,
+        win_length=fe.window_samples,
+        window="hann",
+        center=False,
+        power=2.0,
+        n_mels=fe.n_mels,
+        fmin=fe.fmin,
+        fmax=fe.fmax,
+    )
     return np.log(mel.T + fe.log_floor)
 
 
-@pytest.mark.parametrize("fe", [FrontEnd(), FrontEnd(sample_rate=8000, n_mels=32, fmax=3800,
-                                                      window_ms=25, hop_ms=10)])
+@pytest.mark.parametrize(
+    "fe", [FrontEnd(), FrontEnd(sample_rate=8000, n_mels=32, fmax=3800, window_ms=25, hop_ms=10)]
+)
 def test_logmel_matches_librosa(fe):
-    audio = _speech(fe) if fe.sample_rate == 16000 else \
-        np.random.default_rng(0).normal(0, 0.1, fe.clip_samples).astype(np.float32)
+    audio = (
+        _speech(fe)
+        if fe.sample_rate == 16000
+        else np.random.default_rng(0).normal(0, 0.1, fe.clip_samples).astype(np.float32)
+    )
     ours = LogMel(fe.to_dict())(audio[None]).numpy()[0]
     ref = _librosa_logmel(audio, fe)
     assert ours.shape == ref.shape == (fe.n_frames, fe.n_mels)

@@ -12,7 +12,7 @@ OPTIONS = {"gru": {}, "lstm": {}, "rnn": {}, "crnn": {"conv": {"filters": [4], "
 def _stream(model_stream, audio, fe):
     state = [np.zeros(t.shape, np.float32) for t in model_stream.inputs[1:]]
     for start in range(0, audio.shape[1], fe.step_samples):
-        out = model_stream([audio[:, start:start + fe.step_samples], *state])
+        out = model_stream([audio[:, start : start + fe.step_samples], *state])
         probs, state = out[0].numpy(), [o.numpy() for o in out[1:]]
     return probs
 

@@ -1,4 +1,5 @@
 """The LiteRT runtime: clip and streaming models without TensorFlow, and command events."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.runtime.audio import fit_to_length, load_audio
 from pipeline.runtime import ClipModel, CommandDetector, Detection, ModelError, StreamingModel
+from pipeline.runtime.audio import fit_to_length, load_audio
 from tests.conftest import demo_clips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,22 +24,26 @@ import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 from pipeline.runtime.audio import fit_to_length, load_audio
 from pipeline.runtime.model import ClipModel, StreamingModel
-clip = ClipModel({str(tiny_export / 'model_int8.tflite')!r})
-audio = fit_to_length(load_audio({str(wav)!r}, clip.front_end.sample_rate), clip.front_end.clip_samples)
-stream = StreamingModel({str(tiny_export / 'stream_float.tflite')!r})
+clip = ClipModel({str(tiny_export / "model_int8.tflite")!r})
+fe = clip.front_end
+audio = fit_to_length(load_audio({str(wav)!r}, fe.sample_rate), fe.clip_samples)
+stream = StreamingModel({str(tiny_export / "stream_float.tflite")!r})
 print(json.dumps({{"clip": clip.predict(audio[None])[0].tolist(),
                   "stream": stream.run(audio)[-1].tolist(),
-                  "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))}}))
+                  "heavy": sorted(m for m in sys.modules
+                                  if m.split(".")[0] in ("tensorflow", "keras"))}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
     audio = fit_to_length(load_audio(wav, 16000), 16000)
-    np.testing.assert_allclose(out["clip"], ClipModel(tiny_export / "model_int8.tflite")
-                               .predict(audio[None])[0], atol=1e-6)
-    np.testing.assert_allclose(out["stream"], StreamingModel(tiny_export / "stream_float.tflite")
-                               .run(audio)[-1], atol=1e-6)
+    np.testing.assert_allclose(
+        out["clip"], ClipModel(tiny_export / "model_int8.tflite").predict(audio[None])[0], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        out["stream"], StreamingModel(tiny_export / "stream_float.tflite").run(audio)[-1], atol=1e-6
+    )
 
 
 def test_streaming_state_is_carried_and_reset(tiny_export, demo_data):
@@ -67,7 +72,7 @@ def test_batched_streaming_model_runs_independent_lanes(tiny_export, demo_data):
     k, hop = lanes.batch, lanes.hop_samples
     assert k > 1 and lanes.state["h0_state"].shape[0] == k
     audio = demo_clips(k)
-    audio[1] *= 0.1                       # lanes differ in level too
+    audio[1] *= 0.1  # lanes differ in level too
     alone = np.stack([single.run(a) for a in audio])
     hops = audio.reshape(k, -1, hop)
     stepped = np.stack([lanes.step(hops[:, j]) for j in range(hops.shape[1])], axis=1)
@@ -106,10 +111,16 @@ def probs_track(segments: list[tuple[str, float, float]], hop: float = 0.02) -> 
 
 
 def test_detector_reports_each_word_once_at_its_time():
-    detector = CommandDetector(LABELS, 0.02, average_window_s=0.2, threshold=0.6,
-                               suppression_s=0.5)
-    track = probs_track([("_silence_", 1.0, 0.9), ("yes", 0.4, 0.95), ("_silence_", 1.0, 0.9),
-                         ("no", 0.4, 0.95), ("_silence_", 0.5, 0.9)])
+    detector = CommandDetector(LABELS, 0.02, average_window_s=0.2, threshold=0.6, suppression_s=0.5)
+    track = probs_track(
+        [
+            ("_silence_", 1.0, 0.9),
+            ("yes", 0.4, 0.95),
+            ("_silence_", 1.0, 0.9),
+            ("no", 0.4, 0.95),
+            ("_silence_", 0.5, 0.9),
+        ]
+    )
     events = detector.process(track)
     assert [e.label for e in events] == ["yes", "no"]
     assert 1.0 < events[0].time_s < 1.2 and 2.4 < events[1].time_s < 2.6
@@ -128,15 +139,15 @@ def test_detector_threshold_suppression_and_ignored_labels():
 
 
 def test_detector_keeps_state_across_calls():
-    track = probs_track([("_silence_", 0.5, 0.9), ("yes", 0.4, 0.95), ("_silence_", 0.6, 0.9),
-                         ("yes", 0.4, 0.95)])
+    track = probs_track(
+        [("_silence_", 0.5, 0.9), ("yes", 0.4, 0.95), ("_silence_", 0.6, 0.9), ("yes", 0.4, 0.95)]
+    )
     whole = CommandDetector(LABELS, 0.02, suppression_s=0.3).process(track)
     split = CommandDetector(LABELS, 0.02, suppression_s=0.3)
     pieces = [split.process(chunk) for chunk in np.array_split(track, 7)]
     assert [e for p in pieces for e in p] == whole
     assert [e.label for e in whole] == ["yes", "yes"]
     assert isinstance(whole[0], Detection)
-
 
 
 class ReferenceDetector:
@@ -161,8 +172,11 @@ class ReferenceDetector:
             average = np.mean([r for _, r in self.window], axis=0)
             top = int(np.argmax(average))
             label, score = d.labels[top], float(average[top])
-            since = np.inf if self.previous in d.ignore or self.previous is None \
+            since = (
+                np.inf
+                if self.previous in d.ignore or self.previous is None
                 else now - self.previous_time
+            )
             if score > d.threshold and label != self.previous and since > d.suppression_s:
                 self.previous, self.previous_time = label, now
                 if label not in d.ignore:
@@ -181,16 +195,18 @@ def test_detector_equals_the_hop_by_hop_reference(seed):
     n = 5000
     logits = rng.normal(0, 1, (n, len(labels)))
     for start in rng.integers(0, n, 120):
-        logits[start:start + rng.integers(5, 60), rng.integers(len(labels))] += rng.uniform(2, 7)
+        logits[start : start + rng.integers(5, 60), rng.integers(len(labels))] += rng.uniform(2, 7)
     probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
     probs[rng.integers(0, n, 300)] = np.float32(1 / len(labels))
     hop = float(rng.choice([0.01, 0.02, 0.032]))
     found = 0
     for _ in range(4):
-        options = {"average_window_s": float(rng.uniform(0.02, 1.0)),
-                   "threshold": float(rng.uniform(0.3, 0.9)),
-                   "suppression_s": float(rng.uniform(0, 1.5)),
-                   "min_count": int(rng.integers(1, 6))}
+        options = {
+            "average_window_s": float(rng.uniform(0.02, 1.0)),
+            "threshold": float(rng.uniform(0.3, 0.9)),
+            "suppression_s": float(rng.uniform(0, 1.5)),
+            "min_count": int(rng.integers(1, 6)),
+        }
         fast = CommandDetector(labels, hop, **options)
         reference = ReferenceDetector(CommandDetector(labels, hop, **options))
         expected = reference.process(probs)

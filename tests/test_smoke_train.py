@@ -2,8 +2,16 @@ import json
 
 
 def test_tiny_run_writes_outputs(tiny_run):
-    for name in ("model.keras", "labels.txt", "frontend.json", "config.yaml", "metrics.json",
-                 "training_curves.png", "confusion_test.png", "history.csv"):
+    for name in (
+        "model.keras",
+        "labels.txt",
+        "frontend.json",
+        "config.yaml",
+        "metrics.json",
+        "training_curves.png",
+        "confusion_test.png",
+        "history.csv",
+    ):
         assert (tiny_run / name).exists(), name
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["test"]["n"] > 0

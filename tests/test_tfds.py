@@ -3,6 +3,7 @@
 Every test runs with outbound sockets refused, so nothing can reach the network even by
 mistake; TFDS would otherwise retry a failed download for minutes.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.train.config import COMMANDS, DEFAULTS
 from pipeline.data.folders import NOISE_DIR, SILENCE, UNKNOWN
-from pipeline.runtime.params import FrontEnd
 from pipeline.data.sources import open_source
 from pipeline.data.tfds_source import ARCHIVES, LOCAL, parse_spec
+from pipeline.runtime.params import FrontEnd
+from pipeline.train.config import COMMANDS, DEFAULTS
 
 TRAIN_ARCHIVE = "speech_commands_v0.02.tar.gz"
 TEST_ARCHIVE = "speech_commands_test_set_v0.02.tar.gz"
@@ -88,8 +89,11 @@ def _expected_counts(demo_data: Path, cfg: dict) -> dict[str, int]:
     out = {}
     for split in known:
         total = known[split] / (1 - cfg["silence_fraction"] - cfg["unknown_fraction"])
-        out[split] = (known[split] + min(unknown[split], math.ceil(total * cfg["unknown_fraction"]))
-                      + min(cuts[split], math.ceil(total * cfg["silence_fraction"])))
+        out[split] = (
+            known[split]
+            + min(unknown[split], math.ceil(total * cfg["unknown_fraction"]))
+            + min(cuts[split], math.ceil(total * cfg["silence_fraction"]))
+        )
     out["test"] = len(_lines(demo_data / "testing_list.txt")) + 3
     return out
 
@@ -125,13 +129,15 @@ def test_local_archives_through_tfds(local_spec, demo_data):
         assert np.abs(waves).max(axis=1).min() > 0  # silence is real noise, not zeros
     test_labels = [src.labels[l] for _, l in src.waves("test").as_numpy_iterator()]
     assert test_labels.count(SILENCE) == 3
-    assert test_labels.count(UNKNOWN) == sum(r.split("/")[0] not in COMMANDS
-                                             for r in _lines(demo_data / "testing_list.txt"))
+    assert test_labels.count(UNKNOWN) == sum(
+        r.split("/")[0] not in COMMANDS for r in _lines(demo_data / "testing_list.txt")
+    )
 
     again = open_source(f"tfds:{local_spec}", cfg, FE, seed=0)  # reuses the prepared data
     assert again.counts() == src.counts()
-    assert [l for _, l in again.waves("train").as_numpy_iterator()] == \
-        [l for _, l in src.waves("train").as_numpy_iterator()]
+    assert [l for _, l in again.waves("train").as_numpy_iterator()] == [
+        l for _, l in src.waves("train").as_numpy_iterator()
+    ]
 
 
 def test_word_subset_and_model_label_order(local_spec, demo_data):
@@ -146,8 +152,9 @@ def test_word_subset_and_model_label_order(local_spec, demo_data):
     order = ["no", "yes", UNKNOWN, SILENCE]
     evaluated = open_source(f"tfds:{local_spec}", cfg, FE, labels=order)
     assert evaluated.labels == order
-    assert sorted(evaluated.labels[l] for _, l in evaluated.waves("test").as_numpy_iterator()) \
-        == sorted(test)
+    assert sorted(
+        evaluated.labels[l] for _, l in evaluated.waves("test").as_numpy_iterator()
+    ) == sorted(test)
 
     with pytest.raises(ValueError, match="no class for the word"):
         open_source(f"tfds:{local_spec}", {**cfg, "words": ["yes", "bed"]}, FE)
@@ -155,11 +162,16 @@ def test_word_subset_and_model_label_order(local_spec, demo_data):
 
 def test_training_run_from_tfds(local_spec, tmp_path):
     from conftest import TINY
+
     from pipeline.train.config import load_config
     from pipeline.train.fit import train
 
-    metrics = train(load_config(None, [*TINY, "train.epochs=1"]), f"tfds:{local_spec}",
-                    tmp_path / "run", verbose=0)
+    metrics = train(
+        load_config(None, [*TINY, "train.epochs=1"]),
+        f"tfds:{local_spec}",
+        tmp_path / "run",
+        verbose=0,
+    )
     src = open_source(f"tfds:{local_spec}", DEFAULTS["data"], FrontEnd())
     assert metrics["counts"] == src.counts()
     assert metrics["test"]["n"] == src.count("test")
@@ -168,8 +180,7 @@ def test_training_run_from_tfds(local_spec, tmp_path):
 
 def test_official_builder_rejects_archives_that_are_not_official(archives, tmp_path):
     with pytest.raises(ValueError, match="not the official ones"):
-        open_source(f"tfds:speech_commands@{tmp_path}?manual_dir={archives}",
-                    DEFAULTS["data"], FE)
+        open_source(f"tfds:speech_commands@{tmp_path}?manual_dir={archives}", DEFAULTS["data"], FE)
 
 
 def test_missing_archives_fail_fast(tmp_path):

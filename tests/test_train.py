@@ -20,8 +20,15 @@ def _epochs(run: Path) -> list[int]:
 
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"
-    cmd = TRAIN + ["--data", str(DEMO), "--out", str(run), "--quiet",
-                   *[o for o in TINY if not o.startswith("train.epochs")], "train.epochs=6"]
+    cmd = TRAIN + [
+        "--data",
+        str(DEMO),
+        "--out",
+        str(run),
+        "--quiet",
+        *[o for o in TINY if not o.startswith("train.epochs")],
+        "train.epochs=6",
+    ]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None:
@@ -47,11 +54,14 @@ def test_same_seed_same_run(tmp_path):
     from pipeline.train.config import load_config
     from pipeline.train.fit import train
 
-    cfg = load_config(None, [o for o in TINY if not o.startswith("train.epochs")]
-                      + ["train.epochs=1"])
+    cfg = load_config(
+        None, [o for o in TINY if not o.startswith("train.epochs")] + ["train.epochs=1"]
+    )
     a = train(cfg, str(DEMO), tmp_path / "a", verbose=0)
     b = train(cfg, str(DEMO), tmp_path / "b", verbose=0)
-    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    assert (tmp_path / "a" / "history.csv").read_text() == (
+        tmp_path / "b" / "history.csv"
+    ).read_text()
     assert a["test"] == b["test"]
 
 
@@ -67,13 +77,21 @@ def test_bad_config_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: gru\n  unitz: [8]\n")
     out = tmp_path / "run"
-    result = subprocess.run(TRAIN + ["--config", str(bad), "--data", str(DEMO), "--out", str(out)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        TRAIN + ["--config", str(bad), "--data", str(DEMO), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "unknown config key: model.unitz" in result.stderr
     assert not out.exists()
-    result = subprocess.run(TRAIN + ["--data", str(DEMO), "--out", str(out), "train.epochs=many"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        TRAIN + ["--data", str(DEMO), "--out", str(out), "train.epochs=many"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "train.epochs: expected int" in result.stderr
 
 
@@ -88,9 +106,12 @@ def test_training_on_custom_words_uses_folder_names(demo_data, tmp_path):
         (data / word).mkdir(parents=True)
         for i, clip in enumerate(sorted((demo_data / word).glob("*.wav"))):
             shutil.copy(clip, data / word / f"take{i}.wav")  # no speaker prefix: split by file
-    metrics = train(load_config(None, TINY + ["data.validation_percent=25",
-                                              "data.testing_percent=25"]),
-                    str(data), tmp_path / "run", verbose=0)
+    metrics = train(
+        load_config(None, TINY + ["data.validation_percent=25", "data.testing_percent=25"]),
+        str(data),
+        tmp_path / "run",
+        verbose=0,
+    )
     assert (tmp_path / "run" / "labels.txt").read_text().split() == ["off", "on"]
     assert metrics["validation"]["n"] > 0
 

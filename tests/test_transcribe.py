@@ -1,5 +1,6 @@
 """Batch transcription on real files with a real exported model: inputs, robustness,
 outputs, resume, long recordings."""
+
 from __future__ import annotations
 
 import csv
@@ -90,22 +91,43 @@ def odd_files(demo_data, tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-EXPECTED_ERRORS = {"empty": "empty file", "zero_length": "zero length",
-                   "truncated_header": "cannot decode", "corrupt_header": "cannot decode",
-                   "text": "cannot decode", "image": "cannot decode",
-                   "missing": "file not found", "nan": "NaN or infinite",
-                   "inf": "NaN or infinite"}
+EXPECTED_ERRORS = {
+    "empty": "empty file",
+    "zero_length": "zero length",
+    "truncated_header": "cannot decode",
+    "corrupt_header": "cannot decode",
+    "text": "cannot decode",
+    "image": "cannot decode",
+    "missing": "file not found",
+    "nan": "NaN or infinite",
+    "inf": "NaN or infinite",
+}
 
 
-def _cli(args: list[str], prefix: list[str] | None = None, stdin: str | None = None,
-         check_tf: bool = False) -> subprocess.CompletedProcess:
+def _cli(
+    args: list[str],
+    prefix: list[str] | None = None,
+    stdin: str | None = None,
+    check_tf: bool = False,
+) -> subprocess.CompletedProcess:
     """The CLI in a fresh interpreter; check_tf fails the run if TensorFlow got imported."""
-    code = ("import runpy, sys; sys.argv = sys.argv[1:]\n"
-            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "finally:\n" + ("    assert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
-                            if check_tf else "    pass\n"))
-    return subprocess.run((prefix or []) + [sys.executable, "-c", code, str(SCRIPT)] + args,
-                          capture_output=True, text=True, input=stdin, cwd=ROOT)
+    code = (
+        "import runpy, sys; sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "finally:\n"
+        + (
+            "    assert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
+            if check_tf
+            else "    pass\n"
+        )
+    )
+    return subprocess.run(
+        (prefix or []) + [sys.executable, "-c", code, str(SCRIPT)] + args,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=ROOT,
+    )
 
 
 def _csv_rows(text: str) -> list[dict]:
@@ -167,8 +189,10 @@ def test_unreadable_file_is_an_error_row(odd_files, clip_model, tmp_path):
             pytest.skip("running as root without setpriv: cannot make a file unreadable")
         prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
     out = tmp_path / "rows.csv"
-    r = _cli(["--model", str(clip_model), "--out", str(out), str(locked),
-              str(odd_files["good"])], prefix=prefix)
+    r = _cli(
+        ["--model", str(clip_model), "--out", str(out), str(locked), str(odd_files["good"])],
+        prefix=prefix,
+    )
     rows = {row["path"]: row for row in read_rows(out)}
     assert r.returncode == EXIT_SOME_FAILED, r.stderr
     assert rows[str(locked)]["kind"] == "error"
@@ -181,14 +205,24 @@ def test_inputs_directories_globs_lists_and_stdin(demo_data, tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text(f"# a comment\n{yes[0]}\n\n{yes[1]}\n")
     (tmp_path / "notes.txt").write_text("not audio")
-    items = list(expand_inputs([str(demo_data / "yes"), str(demo_data / "no" / "*.wav"),
-                                f"@{listed}", "-", str(tmp_path / "nothing*.wav"),
-                                f"@{tmp_path / 'no_list.txt'}", str(tmp_path)],
-                               stdin=io.StringIO(f"{yes[2]}\n{tmp_path / 'absent.wav'}\n")))
+    items = list(
+        expand_inputs(
+            [
+                str(demo_data / "yes"),
+                str(demo_data / "no" / "*.wav"),
+                f"@{listed}",
+                "-",
+                str(tmp_path / "nothing*.wav"),
+                f"@{tmp_path / 'no_list.txt'}",
+                str(tmp_path),
+            ],
+            stdin=io.StringIO(f"{yes[2]}\n{tmp_path / 'absent.wav'}\n"),
+        )
+    )
     paths = [p for p, _ in items]
-    assert paths[:len(yes)] == yes  # a directory, recursively, sorted
+    assert paths[: len(yes)] == yes  # a directory, recursively, sorted
     no = sorted(str(p) for p in (demo_data / "no").glob("*.wav"))
-    assert paths[len(yes):len(yes) + len(no)] == no  # a glob
+    assert paths[len(yes) : len(yes) + len(no)] == no  # a glob
     assert len(paths) == len(set(paths))  # list and stdin entries already seen are not repeated
     assert (str(tmp_path / "absent.wav"), None) in items  # passed on to get its error row
     problems = dict(items)
@@ -209,8 +243,13 @@ def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
     raw = (tmp_path / "mono.wav").read_bytes()
     extra = b"LIST" + (3).to_bytes(4, "little") + b"abc\0"
     p = tmp_path / "with_list.wav"
-    p.write_bytes(raw[:4] + (int.from_bytes(raw[4:8], "little") + len(extra)).to_bytes(4, "little")
-                  + raw[8:36] + extra + raw[36:])
+    p.write_bytes(
+        raw[:4]
+        + (int.from_bytes(raw[4:8], "little") + len(extra)).to_bytes(4, "little")
+        + raw[8:36]
+        + extra
+        + raw[36:]
+    )
     np.testing.assert_array_equal(read_audio(str(p), 16000), load_audio(p, 16000))
     # Anything else is left to soundfile.
     p24 = tmp_path / "pcm24.wav"
@@ -221,21 +260,24 @@ def test_fast_wav_reader_matches_soundfile(demo_data, tmp_path):
     assert pcm16_wav(str(cut)) is None  # truncated data
 
 
-def test_resume_skips_finished_files_and_redoes_failed_and_cut_ones(demo_data, clip_model,
-                                                                     tmp_path):
+def test_resume_skips_finished_files_and_redoes_failed_and_cut_ones(
+    demo_data, clip_model, tmp_path
+):
     files = sorted(str(p) for p in (demo_data / "up").glob("*.wav"))[:6]
     missing = str(tmp_path / "later.wav")
     out = tmp_path / "rows.csv"
     model = open_model(clip_model)
-    first = run_transcription(model, [(p, None) for p in files[:4] + [missing]], out,
-                              Settings(batch=2))
+    first = run_transcription(
+        model, [(p, None) for p in files[:4] + [missing]], out, Settings(batch=2)
+    )
     assert (first.clips, first.errors) == (4, 1)
     # An interrupted run: the last clip row is cut half way through.
     text = out.read_text()
-    out.write_text(text[:text.rstrip("\n").rfind("\n") + 1] + files[3] + ",cl")
+    out.write_text(text[: text.rstrip("\n").rfind("\n") + 1] + files[3] + ",cl")
     shutil.copy(files[5], missing)
-    second = run_transcription(model, [(p, None) for p in files + [missing]], out,
-                               Settings(batch=2), resume=True)
+    second = run_transcription(
+        model, [(p, None) for p in files + [missing]], out, Settings(batch=2), resume=True
+    )
     assert (second.files, second.errors) == (4, 0)  # files[3], files[4], files[5], missing
     rows = read_rows(out)
     assert sorted(r["path"] for r in rows) == sorted(files + [missing])
@@ -244,28 +286,36 @@ def test_resume_skips_finished_files_and_redoes_failed_and_cut_ones(demo_data, c
 
 
 def test_jsonl_and_csv_writers_round_trip(tmp_path):
-    row = {"path": "a,b \"c\".wav", "kind": "clip", "label": "yes", "score": 0.9,
-           "top_k": [{"label": "yes", "score": 0.9}, {"label": "no", "score": 0.05}],
-           "duration_s": 1.0}
+    row = {
+        "path": 'a,b "c".wav',
+        "kind": "clip",
+        "label": "yes",
+        "score": 0.9,
+        "top_k": [{"label": "yes", "score": 0.9}, {"label": "no", "score": 0.05}],
+        "duration_s": 1.0,
+    }
     for name in ("r.csv", "r.jsonl"):
         w = RowWriter(tmp_path / name)
         w.write(row)
         w.close()
         back = read_rows(tmp_path / name)[0]
         assert back["path"] == row["path"] and back["label"] == "yes"
-    assert json.loads((tmp_path / "r.jsonl").read_text())["top_k"][1] == {"label": "no",
-                                                                          "score": 0.05}
+    assert json.loads((tmp_path / "r.jsonl").read_text())["top_k"][1] == {
+        "label": "no",
+        "score": 0.05,
+    }
     assert read_rows(tmp_path / "r.csv")[0]["top_k"] == "yes:0.9 no:0.05"
 
 
-def _sparse_recording(demo_data: Path, seconds: float, rate: int, words: list[tuple[float, str]]
-                      ) -> np.ndarray:
+def _sparse_recording(
+    demo_data: Path, seconds: float, rate: int, words: list[tuple[float, str]]
+) -> np.ndarray:
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(round(seconds * rate)) * 0.002).astype(np.float32)
     for at, word in words:
         clip = load_audio(_demo_clip(demo_data, word, 1), rate)
         start = round(at * rate)
-        audio[start:start + len(clip)] += clip
+        audio[start : start + len(clip)] += clip
     return audio
 
 
@@ -274,8 +324,20 @@ def test_long_recording_timeline_rows_and_plot(demo_data, clip_model, tmp_path):
     rec = tmp_path / "rec.wav"
     sf.write(rec, _sparse_recording(demo_data, 17.0, 16000, words), 16000, subtype="PCM_16")
     out = tmp_path / "rows.csv"
-    r = _cli(["--model", str(clip_model), "--out", str(out), "--threshold", "0.3",
-              "--plot", str(tmp_path / "plots"), str(rec)], check_tf=True)
+    r = _cli(
+        [
+            "--model",
+            str(clip_model),
+            "--out",
+            str(out),
+            "--threshold",
+            "0.3",
+            "--plot",
+            str(tmp_path / "plots"),
+            str(rec),
+        ],
+        check_tf=True,
+    )
     assert r.returncode == 0, r.stderr
     rows = read_rows(out)
     summary = rows[-1]
@@ -297,18 +359,35 @@ def test_long_recording_timeline_rows_and_plot(demo_data, clip_model, tmp_path):
 def test_one_hour_recording_streams_in_bounded_memory(demo_data, clip_model, tmp_path):
     """Sparse speech at 8 kHz (58 MB): read, resampled and streamed block by block, so the
     CLI's peak memory stays under 400 MB (decoded whole, it took ~730 MB)."""
-    words = [(600.0 * k + 30, w)
-             for k, w in enumerate(["yes", "no", "up", "down", "left", "right"])]
+    words = [
+        (600.0 * k + 30, w) for k, w in enumerate(["yes", "no", "up", "down", "left", "right"])
+    ]
     rec = tmp_path / "hour.wav"
     sf.write(rec, _sparse_recording(demo_data, 3600.0, 8000, words), 8000, subtype="PCM_16")
     out = tmp_path / "rows.jsonl"
     # Measured from a small parent: a child spawned by this (large) process would report
     # this process's peak too.
-    measure = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
-               "_, s, u = os.wait4(p.pid, 0); print(os.waitstatus_to_exitcode(s), u.ru_maxrss)")
-    r = subprocess.run([sys.executable, "-c", measure, sys.executable, str(SCRIPT), "--model",
-                        str(clip_model), "--out", str(out), str(rec)],
-                       capture_output=True, text=True, cwd=ROOT)
+    measure = (
+        "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
+        "_, s, u = os.wait4(p.pid, 0); print(os.waitstatus_to_exitcode(s), u.ru_maxrss)"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            measure,
+            sys.executable,
+            str(SCRIPT),
+            "--model",
+            str(clip_model),
+            "--out",
+            str(out),
+            str(rec),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     status, peak_kb = map(int, r.stdout.split()[-2:])
     assert status == 0, r.stderr
     assert peak_kb / 1024 < 400, f"peak RSS {peak_kb / 1024:.0f} MB"
@@ -333,13 +412,14 @@ def test_rows_and_plot_do_not_depend_on_the_block_size(demo_data, clip_model, tm
     streamed = list(stream_audio(rec, 16000, block_frames=1000))
     assert len(streamed) > 100
     np.testing.assert_array_equal(np.concatenate(streamed), whole)
-    np.testing.assert_array_equal(np.concatenate(list(model.timeline(streamed))),
-                                  np.concatenate(list(model.timeline([whole]))))
+    np.testing.assert_array_equal(
+        np.concatenate(list(model.timeline(streamed))),
+        np.concatenate(list(model.timeline([whole]))),
+    )
     rows = {}
     for name, block in (("tiny", 1000), ("one", 1 << 24)):
         settings = Settings(threshold=0.1, block_frames=block, plot_dir=tmp_path / name)
-        summary = run_transcription(model, [(str(rec), None)], tmp_path / f"{name}.jsonl",
-                                    settings)
+        summary = run_transcription(model, [(str(rec), None)], tmp_path / f"{name}.jsonl", settings)
         assert summary.recordings == 1 and summary.errors == 0
         rows[name] = read_rows(tmp_path / f"{name}.jsonl")
     assert rows["tiny"] == rows["one"]
@@ -362,28 +442,42 @@ def _wav_header(path: Path, rate: int, channels: int, frames: int) -> Path:
     return path
 
 
-def test_implausible_headers_get_error_rows_and_the_run_goes_on(odd_files, clip_model,
-                                                                tmp_path):
+def test_implausible_headers_get_error_rows_and_the_run_goes_on(odd_files, clip_model, tmp_path):
     """Checked from the header before any decoding: a 20 KB file declaring 1 Hz would be
     resampled into a 10,000-second recording."""
     many = tmp_path / "64_channels.wav"
     sf.write(many, np.zeros((1600, 64), np.float32), 16000, subtype="PCM_24")  # soundfile's header
     cases = {
-        _wav_header(tmp_path / "1hz.wav", 1, 1, 10000):
-            "implausible sample rate 1 Hz (allowed 1000-384000 Hz, see --min-rate)",
-        _wav_header(tmp_path / "2mhz.wav", 2_000_000, 1, 10000):
-            "implausible sample rate 2000000 Hz (allowed 1000-384000 Hz, see --max-rate)",
-        _wav_header(tmp_path / "5000_channels.wav", 16000, 5000, 2):
-            "implausible channel count 5000 (allowed 1-32, see --max-channels)",
+        _wav_header(
+            tmp_path / "1hz.wav", 1, 1, 10000
+        ): "implausible sample rate 1 Hz (allowed 1000-384000 Hz, see --min-rate)",
+        _wav_header(
+            tmp_path / "2mhz.wav", 2_000_000, 1, 10000
+        ): "implausible sample rate 2000000 Hz (allowed 1000-384000 Hz, see --max-rate)",
+        _wav_header(
+            tmp_path / "5000_channels.wav", 16000, 5000, 2
+        ): "implausible channel count 5000 (allowed 1-32, see --max-channels)",
         many: "implausible channel count 64 (allowed 1-32, see --max-channels)",
-        _wav_header(tmp_path / "3_seconds.wav", 16000, 1, 48000):
-            "implausible duration 3.0 s (allowed up to 2.5 s, see --max-duration)",
+        _wav_header(
+            tmp_path / "3_seconds.wav", 16000, 1, 48000
+        ): "implausible duration 3.0 s (allowed up to 2.5 s, see --max-duration)",
     }
     assert (tmp_path / "1hz.wav").stat().st_size < 21000
     good = str(odd_files["good"])
     out = tmp_path / "rows.csv"
-    r = _cli(["--model", str(clip_model), "--out", str(out), "--max-duration", "2.5",
-              *map(str, cases), good], check_tf=True)
+    r = _cli(
+        [
+            "--model",
+            str(clip_model),
+            "--out",
+            str(out),
+            "--max-duration",
+            "2.5",
+            *map(str, cases),
+            good,
+        ],
+        check_tf=True,
+    )
     assert r.returncode == EXIT_SOME_FAILED, r.stderr
     rows = {row["path"]: row for row in read_rows(out)}
     assert len(rows) == len(cases) + 1
@@ -406,8 +500,9 @@ def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_mod
 
 
 @pytest.mark.parametrize("kind", ["keras", "tflite"])
-def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny_run,
-                                                                  tiny_export, kind):
+def test_segmented_streaming_matches_each_segment_streamed_alone(
+    demo_data, tiny_run, tiny_export, kind
+):
     """The batched timeline cuts the signal into fixed segments run K side by side, each
     after a warm-up of the audio before it; every segment must equal the exported
     streaming model run on that audio alone, however the signal was cut into blocks."""
@@ -432,8 +527,8 @@ def test_segmented_streaming_matches_each_segment_streamed_alone(demo_data, tiny
     segments = -(-n // segment)
     assert segments > 2 * stream.batch  # several passes, the last one partial
     padded = np.zeros((warmup + segments * segment) * hop, np.float32)
-    padded[warmup * hop:warmup * hop + len(audio)] = audio
+    padded[warmup * hop : warmup * hop + len(audio)] = audio
     for j in range(segments):
-        alone = single.run(padded[j * segment * hop:(j * segment + warmup + segment) * hop])
-        mine = got[j * segment:(j + 1) * segment]
-        np.testing.assert_allclose(mine, alone[warmup:warmup + len(mine)], atol=2e-4)
+        alone = single.run(padded[j * segment * hop : (j * segment + warmup + segment) * hop])
+        mine = got[j * segment : (j + 1) * segment]
+        np.testing.assert_allclose(mine, alone[warmup : warmup + len(mine)], atol=2e-4)

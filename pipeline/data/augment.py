@@ -2,18 +2,36 @@
 
 SpecAugment lives in the model (pipeline/features.py) because it acts on features.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
 
 from pipeline.runtime.params import FrontEnd
 
-
 # Every random draw of one example gets its own seed, folded in from the example's seed
 # with a distinct number: draws never share a seed, within an example or across examples.
-PURPOSES = {name: i for i, name in enumerate((
-    "noise_file", "noise_start", "silence_level", "shift", "gain", "noise", "snr",
-    "noise_on", "speed", "mix_a", "mix_b", "mix_perm", "silence"), start=1)}
+PURPOSES = {
+    name: i
+    for i, name in enumerate(
+        (
+            "noise_file",
+            "noise_start",
+            "silence_level",
+            "shift",
+            "gain",
+            "noise",
+            "snr",
+            "noise_on",
+            "speed",
+            "mix_a",
+            "mix_b",
+            "mix_perm",
+            "silence",
+        ),
+        start=1,
+    )
+}
 
 
 def draw_seed(seed, purpose: str) -> tf.Tensor:
@@ -22,18 +40,21 @@ def draw_seed(seed, purpose: str) -> tf.Tensor:
 
 
 def _uniform(seed, purpose: str, low=0.0, high=1.0):
-    return tf.random.stateless_uniform([], seed=draw_seed(seed, purpose), minval=low,
-                                       maxval=high)
+    return tf.random.stateless_uniform([], seed=draw_seed(seed, purpose), minval=low, maxval=high)
 
 
 def noise_crop(noise: tf.Tensor, fe: FrontEnd, seed) -> tf.Tensor:
     """A random clip-length cut of a random background-noise file."""
-    which = tf.random.stateless_uniform([], seed=draw_seed(seed, "noise_file"),
-                                        maxval=tf.shape(noise)[0], dtype=tf.int32)
-    start = tf.random.stateless_uniform([], seed=draw_seed(seed, "noise_start"),
-                                        maxval=tf.shape(noise)[1] - fe.clip_samples + 1,
-                                        dtype=tf.int32)
-    return noise[which, start:start + fe.clip_samples]
+    which = tf.random.stateless_uniform(
+        [], seed=draw_seed(seed, "noise_file"), maxval=tf.shape(noise)[0], dtype=tf.int32
+    )
+    start = tf.random.stateless_uniform(
+        [],
+        seed=draw_seed(seed, "noise_start"),
+        maxval=tf.shape(noise)[1] - fe.clip_samples + 1,
+        dtype=tf.int32,
+    )
+    return noise[which, start : start + fe.clip_samples]
 
 
 def _rms(x):
@@ -56,10 +77,15 @@ def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor
         wave = change_speed(wave, _uniform(seed, "speed", 1 - cfg["speed"], 1 + cfg["speed"]), n)
     max_shift = int(cfg["time_shift_ms"] * fe.sample_rate / 1000)
     if max_shift:
-        shift = tf.random.stateless_uniform([], seed=draw_seed(seed, "shift"), minval=-max_shift,
-                                            maxval=max_shift + 1, dtype=tf.int32)
+        shift = tf.random.stateless_uniform(
+            [],
+            seed=draw_seed(seed, "shift"),
+            minval=-max_shift,
+            maxval=max_shift + 1,
+            dtype=tf.int32,
+        )
         padded = tf.pad(wave, [[max_shift, max_shift]])
-        wave = padded[max_shift - shift:max_shift - shift + n]
+        wave = padded[max_shift - shift : max_shift - shift + n]
     if cfg["gain_db"]:
         wave = wave * 10 ** (_uniform(seed, "gain", -cfg["gain_db"], cfg["gain_db"]) / 20)
     if noise.shape[0]:
@@ -68,8 +94,11 @@ def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor
         mixed = wave + crop * (_rms(wave) / (_rms(crop) * 10 ** (snr / 20)))
         add = _uniform(seed, "noise_on") < cfg["noise_prob"]
         wave = tf.where(add, mixed, wave)
-        wave = tf.where(is_silence, make_silence(noise, fe, cfg["silence_dbfs"],
-                                                        draw_seed(seed, "silence")), wave)
+        wave = tf.where(
+            is_silence,
+            make_silence(noise, fe, cfg["silence_dbfs"], draw_seed(seed, "silence")),
+            wave,
+        )
     return tf.clip_by_value(wave, -1.0, 1.0)
 
 
@@ -81,7 +110,7 @@ def change_speed(wave, factor, n: int):
     extra = length - n
     start = tf.maximum(extra // 2, 0)
     pad = tf.maximum(-extra, 0)
-    resized = tf.pad(resized[start:start + n], [[pad // 2, pad - pad // 2]])
+    resized = tf.pad(resized[start : start + n], [[pad // 2, pad - pad // 2]])
     return tf.ensure_shape(resized, [n])
 
 
@@ -90,5 +119,7 @@ def mixup(x, y, alpha: float, seed):
     a = tf.random.stateless_gamma([], seed=draw_seed(seed, "mix_a"), alpha=alpha)
     b = tf.random.stateless_gamma([], seed=draw_seed(seed, "mix_b"), alpha=alpha)
     lam = a / (a + b)
-    perm = tf.argsort(tf.random.stateless_uniform([tf.shape(x)[0]], seed=draw_seed(seed, "mix_perm")))
+    perm = tf.argsort(
+        tf.random.stateless_uniform([tf.shape(x)[0]], seed=draw_seed(seed, "mix_perm"))
+    )
     return lam * x + (1 - lam) * tf.gather(x, perm), lam * y + (1 - lam) * tf.gather(y, perm)

@@ -5,8 +5,10 @@ Sources, picked from the path:
     _background_noise_/, optional validation_list.txt / testing_list.txt);
   * the canonical 12-class test layout (word folders plus _silence_ and _unknown_);
   * any folder-per-label collection of audio (labels are folder names);
-  * "tfds:speech_commands[@DATA_DIR][?manual_dir=DIR]" through tensorflow-datasets (pipeline/tfds_source.py).
+  * "tfds:speech_commands[@DATA_DIR][?manual_dir=DIR]" through tensorflow-datasets
+    (pipeline/data/tfds_source.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,9 +25,20 @@ from pipeline.runtime.errors import AudioError
 from pipeline.runtime.labels import NOISE_DIR, SILENCE, UNKNOWN
 from pipeline.runtime.params import FrontEnd
 
-__all__ = ["SILENCE", "UNKNOWN", "NOISE_DIR", "Dataset", "load_dataset", "load_noise",
-           "load_clip", "hash_split", "audio_files", "detect_layout", "labelled_clips",
-           "extra_counts"]
+__all__ = [
+    "SILENCE",
+    "UNKNOWN",
+    "NOISE_DIR",
+    "Dataset",
+    "load_dataset",
+    "load_noise",
+    "load_clip",
+    "hash_split",
+    "audio_files",
+    "detect_layout",
+    "labelled_clips",
+    "extra_counts",
+]
 SPLITS = ("train", "validation", "test")
 _MAX_WAVS = 2**27 - 1
 
@@ -35,8 +48,9 @@ def hash_split(filename: str, validation_percent: float, testing_percent: float)
     crosses splits and a file keeps its split as the dataset grows."""
     speaker = re.sub(r"_nohash_.*$", "", Path(filename).name)
     h = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
-    return _split_for((h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS), validation_percent,
-                      testing_percent)
+    return _split_for(
+        (h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS), validation_percent, testing_percent
+    )
 
 
 def _split_for(pct: float, validation_percent: float, testing_percent: float) -> str:
@@ -61,27 +75,36 @@ class Dataset:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS
-                  and p.is_file())
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+    )
 
 
 def detect_layout(root: Path) -> str:
     names = {p.name for p in root.iterdir() if p.is_dir()}
     if SILENCE in names and UNKNOWN in names:
         return "speech_commands_test"
-    if NOISE_DIR in names or (root / "validation_list.txt").exists() \
-            or (root / "testing_list.txt").exists():
+    if (
+        NOISE_DIR in names
+        or (root / "validation_list.txt").exists()
+        or (root / "testing_list.txt").exists()
+    ):
         return "speech_commands"
     return "folders"
 
 
 def _read_list(path: Path) -> set[str]:
-    return {l.strip() for l in path.read_text().splitlines() if l.strip()} if path.exists() else set()
+    return (
+        {l.strip() for l in path.read_text().splitlines() if l.strip()} if path.exists() else set()
+    )
 
 
 def _label_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and p.name != NOISE_DIR)
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name != NOISE_DIR
+    )
 
 
 def _split_of(root: Path, f: Path, lists: dict[str, set[str]], cfg: dict, seed: int) -> str:
@@ -94,8 +117,9 @@ def _split_of(root: Path, f: Path, lists: dict[str, set[str]], cfg: dict, seed: 
     return _split_for(pct, cfg["validation_percent"], cfg["testing_percent"])
 
 
-def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,
-                 labels: list[str] | None = None) -> Dataset:
+def load_dataset(
+    source: str | Path, data_cfg: dict, seed: int = 0, labels: list[str] | None = None
+) -> Dataset:
     """Lists the examples of a local source. labels fixes the label order (evaluation)."""
     root = Path(source)
     if not root.is_dir():
@@ -107,8 +131,10 @@ def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,
     folders = _label_folders(root)
     if not folders:
         raise ValueError(f"{root}: no label folders with audio")
-    lists = {"validation": _read_list(root / "validation_list.txt"),
-             "test": _read_list(root / "testing_list.txt")}
+    lists = {
+        "validation": _read_list(root / "validation_list.txt"),
+        "test": _read_list(root / "testing_list.txt"),
+    }
     noise = audio_files(root / NOISE_DIR) if (root / NOISE_DIR).is_dir() else []
     if words is None:
         names = labels or [p.name for p in folders]
@@ -119,7 +145,8 @@ def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,
                 raise ValueError(f"{folder}: folder is not one of the model's labels")
             for f in audio_files(folder):
                 ds.splits[_split_of(root, f, lists, data_cfg, seed)].append(
-                    (str(f), index[folder.name]))
+                    (str(f), index[folder.name])
+                )
         return ds
 
     ds = Dataset(labels or [SILENCE, UNKNOWN, *words], layout, {}, noise)
@@ -141,8 +168,9 @@ def load_dataset(source: str | Path, data_cfg: dict, seed: int = 0,
         pool = sorted(unknown[split])
         rng.shuffle(pool)
         n_silence = extra[SILENCE] if noise else 0
-        ds.splits[split] = (known[split] + pool[:extra[UNKNOWN]]
-                            + [("", index[SILENCE])] * n_silence)
+        ds.splits[split] = (
+            known[split] + pool[: extra[UNKNOWN]] + [("", index[SILENCE])] * n_silence
+        )
     return ds
 
 
@@ -156,16 +184,18 @@ def extra_counts(n_known: int, data_cfg: dict) -> dict[str, int]:
 
 def _test_layout(root: Path, labels: list[str] | None) -> Dataset:
     folders = _label_folders(root)
-    names = labels or [SILENCE, UNKNOWN] + [p.name for p in folders
-                                             if p.name not in (SILENCE, UNKNOWN)]
+    names = labels or [SILENCE, UNKNOWN] + [
+        p.name for p in folders if p.name not in (SILENCE, UNKNOWN)
+    ]
     index = {n: i for i, n in enumerate(names)}
     test = []
     for folder in folders:
         if folder.name not in index:
             raise ValueError(f"{folder}: folder is not one of the model's labels")
         test += [(str(f), index[folder.name]) for f in audio_files(folder)]
-    return Dataset(list(names), "speech_commands_test", {"train": [], "validation": [],
-                                                          "test": test}, [])
+    return Dataset(
+        list(names), "speech_commands_test", {"train": [], "validation": [], "test": test}, []
+    )
 
 
 def load_noise(files: list[Path], fe: FrontEnd) -> np.ndarray:

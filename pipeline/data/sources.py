@@ -1,5 +1,6 @@
 """One interface over local folders and tensorflow-datasets: labels, noise and, per split,
 a cached tf.data of (waveform, label)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,22 +44,31 @@ def source_exists(source: str | Path) -> bool:
     return str(source).startswith(TFDS_PREFIX) or Path(source).exists()
 
 
-def open_source(source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0,
-                labels: list[str] | None = None):
+def open_source(
+    source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0, labels: list[str] | None = None
+):
     """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR][?manual_dir=DIR]'."""
     if str(source).startswith(TFDS_PREFIX):
         from pipeline.data.tfds_source import TfdsSource
 
-        return TfdsSource(str(source)[len(TFDS_PREFIX):], data_cfg, fe, seed, labels)
+        return TfdsSource(str(source)[len(TFDS_PREFIX) :], data_cfg, fe, seed, labels)
     return FolderSource(load_dataset(source, data_cfg, seed, labels), fe)
 
 
-def evaluation_batches(source, waves: tf.data.Dataset, cfg: dict, seed: int,
-                       batch_size: int = 64) -> tf.data.Dataset:
+def evaluation_batches(
+    source, waves: tf.data.Dataset, cfg: dict, seed: int, batch_size: int = 64
+) -> tf.data.Dataset:
     """Batches prepared as every evaluation prepares them: generated _silence_ clips get a
     fixed noise cut at the level the run's config sets."""
-    return eval_batches(waves, source.fe, source.noise, cfg["augment"]["silence_dbfs"],
-                        silence_index(source.labels), batch_size, seed)
+    return eval_batches(
+        waves,
+        source.fe,
+        source.noise,
+        cfg["augment"]["silence_dbfs"],
+        silence_index(source.labels),
+        batch_size,
+        seed,
+    )
 
 
 def as_arrays(batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,13 @@
 """tf.data pipelines: parallel decode, cache, augment, batch, prefetch."""
+
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from pipeline.runtime.audio import AudioError
 from pipeline.data.augment import augment, make_silence, mixup
 from pipeline.data.folders import load_clip
+from pipeline.runtime.audio import AudioError
 from pipeline.runtime.params import FrontEnd
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -15,6 +16,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 def decoded(examples: list[tuple[str, int]], fe: FrontEnd) -> tf.data.Dataset:
     """(waveform, label) for each example; files that fail to decode are reported and
     dropped, so one broken clip never stops a training run."""
+
     def load(path):
         try:
             return load_clip(path.decode(), fe), True
@@ -42,20 +44,29 @@ def _drop_flag(wave, label, ok):
 
 
 def _seeds(seed: int) -> tf.data.Dataset:
-    return tf.data.Dataset.random(seed=seed).map(lambda s: tf.cast(s % (2**31), tf.int32)) \
-        .batch(2)
+    return tf.data.Dataset.random(seed=seed).map(lambda s: tf.cast(s % (2**31), tf.int32)).batch(2)
 
 
-def training_batches(waves: tf.data.Dataset, size: int, fe: FrontEnd, noise: np.ndarray,
-                     aug_cfg: dict, silence_index: int, n_classes: int, batch_size: int,
-                     seed: int) -> tf.data.Dataset:
+def training_batches(
+    waves: tf.data.Dataset,
+    size: int,
+    fe: FrontEnd,
+    noise: np.ndarray,
+    aug_cfg: dict,
+    silence_index: int,
+    n_classes: int,
+    batch_size: int,
+    seed: int,
+) -> tf.data.Dataset:
     """Shuffled, augmented batches of (waveform, one-hot label)."""
     noise_t = tf.constant(noise)
 
     def aug(pair, s):
         wave, label = pair
-        return (augment(wave, label == silence_index, noise_t, fe, aug_cfg, s),
-                tf.one_hot(label, n_classes))
+        return (
+            augment(wave, label == silence_index, noise_t, fe, aug_cfg, s),
+            tf.one_hot(label, n_classes),
+        )
 
     def mix(batch, s):
         return mixup(*batch, aug_cfg["mixup"], s)
@@ -68,8 +79,15 @@ def training_batches(waves: tf.data.Dataset, size: int, fe: FrontEnd, noise: np.
     return ds.prefetch(AUTOTUNE)
 
 
-def eval_batches(waves: tf.data.Dataset, fe: FrontEnd, noise: np.ndarray, silence_dbfs: list[float],
-                 silence_index: int, batch_size: int, seed: int) -> tf.data.Dataset:
+def eval_batches(
+    waves: tf.data.Dataset,
+    fe: FrontEnd,
+    noise: np.ndarray,
+    silence_dbfs: list[float],
+    silence_index: int,
+    batch_size: int,
+    seed: int,
+) -> tf.data.Dataset:
     """Generated _silence_ clips get a fixed noise cut per position, so scores repeat."""
     noise_t = tf.constant(noise)
 
@@ -79,5 +97,9 @@ def eval_batches(waves: tf.data.Dataset, fe: FrontEnd, noise: np.ndarray, silenc
         is_gen = (label == silence_index) & tf.reduce_all(wave == 0)
         return tf.where(is_gen, make_silence(noise_t, fe, silence_dbfs, s), wave), label
 
-    return waves.enumerate().map(fill, num_parallel_calls=AUTOTUNE).batch(batch_size) \
+    return (
+        waves.enumerate()
+        .map(fill, num_parallel_calls=AUTOTUNE)
+        .batch(batch_size)
         .prefetch(AUTOTUNE)
+    )

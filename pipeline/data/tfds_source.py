@@ -12,6 +12,7 @@ DATA_DIR is TFDS's data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets); w
 ?manual_dir TFDS's default <DATA_DIR>/downloads/manual is searched. A prepared dataset is
 reused as is, so TFDS acts as the cache of decoded examples between runs.
 """
+
 from __future__ import annotations
 
 import urllib.request
@@ -25,9 +26,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-from pipeline.runtime.audio import fit_to_length, resample
 from pipeline.data.folders import extra_counts
 from pipeline.data.sources import TFDS_PREFIX
+from pipeline.runtime.audio import fit_to_length, resample
 from pipeline.runtime.labels import SILENCE, UNKNOWN, silence_index
 from pipeline.runtime.params import FrontEnd
 
@@ -60,7 +61,8 @@ class SpeechCommandsLocal(_SpeechCommands):
     """speech_commands built from archives in manual_dir that are not checksum-pinned."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        f"Put {' and '.join(sorted(ARCHIVES.values()))} (Speech Commands layout) in manual_dir.")
+        f"Put {' and '.join(sorted(ARCHIVES.values()))} (Speech Commands layout) in manual_dir."
+    )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         return super()._split_generators(_ManualArchives(dl_manager))
@@ -73,11 +75,13 @@ def parse_spec(spec: str) -> tuple[str, str | None, Path | None]:
     options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
     unknown = set(options) - {"manual_dir"}
     if unknown:
-        raise ValueError(f"{TFDS_PREFIX}{spec}: unknown option(s) {', '.join(sorted(unknown))} "
-                         "(only manual_dir)")
+        raise ValueError(
+            f"{TFDS_PREFIX}{spec}: unknown option(s) {', '.join(sorted(unknown))} (only manual_dir)"
+        )
     if name not in (OFFICIAL, LOCAL):
-        raise ValueError(f"{TFDS_PREFIX}{spec}: unsupported dataset {name!r} "
-                         f"(use {OFFICIAL} or {LOCAL})")
+        raise ValueError(
+            f"{TFDS_PREFIX}{spec}: unsupported dataset {name!r} (use {OFFICIAL} or {LOCAL})"
+        )
     manual = options.get("manual_dir", [""])[-1]
     return name, data_dir or None, Path(manual).expanduser() if manual else None
 
@@ -99,8 +103,10 @@ def prepared_builder(spec: str) -> tfds.core.DatasetBuilder:
     try:
         builder.download_and_prepare(download_config=config)
     except NonMatchingChecksumError:
-        raise ValueError(f"{TFDS_PREFIX}{spec}: the archives in {folder} are not the official ones "
-                         f"(checksum differs); use {TFDS_PREFIX}{LOCAL} for other archives") from None
+        raise ValueError(
+            f"{TFDS_PREFIX}{spec}: the archives in {folder} are not the official ones "
+            f"(checksum differs); use {TFDS_PREFIX}{LOCAL} for other archives"
+        ) from None
     return builder
 
 
@@ -133,8 +139,14 @@ class TfdsSource:
     pass and counts are exact. TFDS's _silence_ clips are real noise cuts; the training
     ones also serve as background noise for augmentation."""
 
-    def __init__(self, spec: str, data_cfg: dict, fe: FrontEnd, seed: int = 0,
-                 labels: list[str] | None = None):
+    def __init__(
+        self,
+        spec: str,
+        data_cfg: dict,
+        fe: FrontEnd,
+        seed: int = 0,
+        labels: list[str] | None = None,
+    ):
         self._builder = prepared_builder(spec)
         self.fe, self.seed = fe, seed
         info = self._builder.info
@@ -145,8 +157,10 @@ class TfdsSource:
             words = data_cfg["words"] if data_cfg["words"] is not None else tfds_words
             extra = [w for w in words if w not in tfds_words]
             if extra:
-                raise ValueError(f"{TFDS_PREFIX}{spec}: no class for the word(s) {', '.join(extra)} "
-                                 f"(it has {', '.join(tfds_words)})")
+                raise ValueError(
+                    f"{TFDS_PREFIX}{spec}: no class for the word(s) {', '.join(extra)} "
+                    f"(it has {', '.join(tfds_words)})"
+                )
             labels = [SILENCE, UNKNOWN, *words]
         self.labels = list(labels)
         self._to_label = label_map(names, self.labels)
@@ -155,8 +169,7 @@ class TfdsSource:
         noise: list[np.ndarray] = []
         for split in map(str, info.splits):
             self._scan(split, data_cfg, noise if split == "train" else None)
-        self.noise = (np.stack(noise) if noise
-                      else np.zeros((0, fe.clip_samples), np.float32))
+        self.noise = np.stack(noise) if noise else np.zeros((0, fe.clip_samples), np.float32)
 
     def evaluation_splits(self) -> list[str]:
         return ["test"]
@@ -169,21 +182,28 @@ class TfdsSource:
 
     def waves(self, split: str) -> tf.data.Dataset:
         thresholds = tf.constant(self._thresholds[split])
-        ds = self._examples(split).filter(
-            lambda label, h, audio: h <= tf.gather(thresholds, label))
-        return ds.map(lambda label, h, audio: (self._wave(audio), label),
-                      num_parallel_calls=AUTOTUNE, deterministic=True).cache()
+        ds = self._examples(split).filter(lambda label, h, audio: h <= tf.gather(thresholds, label))
+        return ds.map(
+            lambda label, h, audio: (self._wave(audio), label),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        ).cache()
 
     def _examples(self, split: str) -> tf.data.Dataset:
         """(label index, selection hash, int16 audio) in the prepared order."""
         table = tf.constant(self._to_label)
         salt = tf.constant(f"{self.seed}:")
-        ds = self._builder.as_dataset(split=split, shuffle_files=False,
-                                     read_config=tfds.ReadConfig(add_tfds_id=True))
-        return ds.map(lambda x: (tf.gather(table, x["label"]),
-                                 tf.strings.to_hash_bucket_fast(salt + x["tfds_id"],
-                                                                _HASH_BUCKETS),
-                                 x["audio"]), num_parallel_calls=AUTOTUNE)
+        ds = self._builder.as_dataset(
+            split=split, shuffle_files=False, read_config=tfds.ReadConfig(add_tfds_id=True)
+        )
+        return ds.map(
+            lambda x: (
+                tf.gather(table, x["label"]),
+                tf.strings.to_hash_bucket_fast(salt + x["tfds_id"], _HASH_BUCKETS),
+                x["audio"],
+            ),
+            num_parallel_calls=AUTOTUNE,
+        )
 
     def _to_wave(self, audio: np.ndarray) -> np.ndarray:
         wave = resample(audio.astype(np.float32) / 32768.0, self._rate, self.fe.sample_rate)
@@ -197,8 +217,12 @@ class TfdsSource:
         """One pass over labels and hashes; fixes the kept set and collects noise."""
         silence = silence_index(self.labels)
         ds = self._examples(split).map(
-            lambda label, h, audio: (label, h, audio[:tf.where(label == silence,
-                                                             tf.size(audio), 0)]))
+            lambda label, h, audio: (
+                label,
+                h,
+                audio[: tf.where(label == silence, tf.size(audio), 0)],
+            )
+        )
         labels, hashes = [], []
         for label, h, audio in ds.ragged_batch(4096).as_numpy_iterator():
             labels.append(label)

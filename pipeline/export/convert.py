@@ -3,6 +3,7 @@
 Every conversion goes through a SavedModel whose serving signature names every input and
 output, so an app addresses tensors by name rather than by the converter's input order.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,9 @@ def model_ops(content: bytes, name: str) -> list[str]:
             bad.add(op)
         ops.add(op)
     if bad:
-        raise ExportError(f"{name}: needs ops outside the TFLite builtins: "
-                          f"{', '.join(sorted(bad))}")
+        raise ExportError(
+            f"{name}: needs ops outside the TFLite builtins: {', '.join(sorted(bad))}"
+        )
     return sorted(ops)
 
 
@@ -63,8 +65,11 @@ def saved_model(model, out_names: list[str], directory: Path) -> Path:
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(SIGNATURE, serve, input_signature=[
-        tf.TensorSpec(t.shape, tf.float32, name=t.name) for t in model.inputs])
+    archive.add_endpoint(
+        SIGNATURE,
+        serve,
+        input_signature=[tf.TensorSpec(t.shape, tf.float32, name=t.name) for t in model.inputs],
+    )
     archive.write_out(str(directory), verbose=False)
     return directory
 
@@ -99,8 +104,9 @@ def _converter_problem(exc: Exception) -> str:
     return "conversion failed: " + one_line(exc)[:300]
 
 
-def convert_int8(saved_dir: Path, name: str, samples: dict[str, np.ndarray],
-                 per_channel: bool = True) -> bytes:
+def convert_int8(
+    saved_dir: Path, name: str, samples: dict[str, np.ndarray], per_channel: bool = True
+) -> bytes:
     """Full-integer conversion (int8 weights and activations, float input/output).
 
     Runs in a child process: the calibrator crashes the process outright on some graphs
@@ -109,12 +115,25 @@ def convert_int8(saved_dir: Path, name: str, samples: dict[str, np.ndarray],
         data, out = Path(tmp) / "calibration.npz", Path(tmp) / "model.tflite"
         np.savez(data, **samples)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.export.convert", "--int8", str(saved_dir),
-             str(data), str(out), "1" if per_channel else "0"],
-            cwd=ROOT, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline.export.convert",
+                "--int8",
+                str(saved_dir),
+                str(data),
+                str(out),
+                "1" if per_channel else "0",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode < 0:
-            raise ExportError(f"{name}: int8 conversion crashed "
-                              f"({signal.Signals(-proc.returncode).name} in the TFLite calibrator)")
+            raise ExportError(
+                f"{name}: int8 conversion crashed "
+                f"({signal.Signals(-proc.returncode).name} in the TFLite calibrator)"
+            )
         if proc.returncode:
             last = [l for l in proc.stderr.splitlines() if l.strip()][-1:] or ["no message"]
             raise ExportError(f"{name}: int8 conversion failed: {last[0].strip()}")
@@ -134,10 +153,13 @@ def _int8_child(saved_dir: str, data: str, out: str, per_channel: str) -> None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     # Inputs are keyed by signature name: TFLite orders a multi-input model's inputs
     # differently from Keras, so a positional list would calibrate the wrong tensors.
-    converter.representative_dataset = lambda: ({k: v[i] for k, v in samples.items()}
-                                                for i in range(n))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.representative_dataset = lambda: (
+        {k: v[i] for k, v in samples.items()} for i in range(n)
+    )
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
     converter._experimental_calibrate_only = True
     converter.exclude_conversion_metadata = True
     calibrated = converter.convert()
@@ -145,10 +167,14 @@ def _int8_child(saved_dir: str, data: str, out: str, per_channel: str) -> None:
     graph, signature = flat.Subgraphs(0), flat.SignatureDefs(0)
     names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
     front = [t for t in names if any(f"/{layer}" in t for layer in FLOAT_LAYERS)]
-    front += [names[signature.Outputs(i).TensorIndex()] for i in range(signature.OutputsLength())
-              if signature.Outputs(i).Name().decode() in FLOAT_LAYERS]
-    Path(out).write_bytes(mlir_quantize(calibrated, disable_per_channel=per_channel != "1",
-                                        denylisted_nodes=front))
+    front += [
+        names[signature.Outputs(i).TensorIndex()]
+        for i in range(signature.OutputsLength())
+        if signature.Outputs(i).Name().decode() in FLOAT_LAYERS
+    ]
+    Path(out).write_bytes(
+        mlir_quantize(calibrated, disable_per_channel=per_channel != "1", denylisted_nodes=front)
+    )
 
 
 def tensor_info(content: bytes) -> tuple[list[dict], list[dict]]:
@@ -161,12 +187,18 @@ def tensor_info(content: bytes) -> tuple[list[dict], list[dict]]:
     def describe(name, index):
         d = details[index]
         scale, zero = d["quantization"]
-        return {"name": name, "tensor": d["name"], "shape": [int(s) for s in d["shape"]],
-                "dtype": np.dtype(d["dtype"]).name,
-                "quantization": {"scale": float(scale), "zero_point": int(zero)}}
+        return {
+            "name": name,
+            "tensor": d["name"],
+            "shape": [int(s) for s in d["shape"]],
+            "dtype": np.dtype(d["dtype"]).name,
+            "quantization": {"scale": float(scale), "zero_point": int(zero)},
+        }
 
-    return ([describe(n, i) for n, i in sorted(names["inputs"].items())],
-            [describe(n, i) for n, i in sorted(names["outputs"].items())])
+    return (
+        [describe(n, i) for n, i in sorted(names["inputs"].items())],
+        [describe(n, i) for n, i in sorted(names["outputs"].items())],
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--int8"]:

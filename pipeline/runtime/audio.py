@@ -5,6 +5,7 @@ A header is not trusted: its rate, channel count and duration are checked agains
 AudioLimits before any sample is decoded, since a corrupt or hostile header (a 1 Hz rate
 on a 20 KB file) would otherwise be resampled into hours of audio.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,25 @@ from pipeline.runtime.errors import AudioError, one_line
 
 # Everything soundfile (libsndfile) decodes that people store speech in; data loading and
 # transcription both read this set.
-AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff",
-                              ".aif", ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64"})
+AUDIO_EXTENSIONS = frozenset(
+    {
+        ".wav",
+        ".wave",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aiff",
+        ".aif",
+        ".aifc",
+        ".au",
+        ".snd",
+        ".caf",
+        ".w64",
+        ".rf64",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -59,14 +77,23 @@ class AudioLimits:
             raise AudioError(path, "no audio samples (zero length)")
         if not self.min_rate <= header.rate <= self.max_rate:
             flag = "--min-rate" if header.rate < self.min_rate else "--max-rate"
-            raise AudioError(path, f"implausible sample rate {header.rate} Hz (allowed "
-                                   f"{self.min_rate}-{self.max_rate} Hz, see {flag})")
+            raise AudioError(
+                path,
+                f"implausible sample rate {header.rate} Hz (allowed "
+                f"{self.min_rate}-{self.max_rate} Hz, see {flag})",
+            )
         if not 1 <= header.channels <= self.max_channels:
-            raise AudioError(path, f"implausible channel count {header.channels} (allowed "
-                                   f"1-{self.max_channels}, see --max-channels)")
+            raise AudioError(
+                path,
+                f"implausible channel count {header.channels} (allowed "
+                f"1-{self.max_channels}, see --max-channels)",
+            )
         if header.duration_s > self.max_duration_s:
-            raise AudioError(path, f"implausible duration {header.duration_s:.1f} s (allowed "
-                                   f"up to {self.max_duration_s:g} s, see --max-duration)")
+            raise AudioError(
+                path,
+                f"implausible duration {header.duration_s:.1f} s (allowed "
+                f"up to {self.max_duration_s:g} s, see --max-duration)",
+            )
 
 
 DEFAULT_LIMITS = AudioLimits()
@@ -106,8 +133,9 @@ def _mono(path: str | os.PathLike, data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
 
 
-def _pcm16(path: str | os.PathLike, limits: AudioLimits, too_long: Callable[[Header], bool]
-           ) -> tuple[np.ndarray, int] | Header | None:
+def _pcm16(
+    path: str | os.PathLike, limits: AudioLimits, too_long: Callable[[Header], bool]
+) -> tuple[np.ndarray, int] | Header | None:
     """Samples and rate of a 16-bit PCM WAV read with the standard library's wave module,
     or its header when too_long says so; None for anything else (other encodings,
     truncation, a path that cannot be opened), which soundfile then reads."""
@@ -130,19 +158,22 @@ def _pcm16(path: str | os.PathLike, limits: AudioLimits, too_long: Callable[[Hea
     return np.frombuffer(raw, "<i2").reshape(header.frames, header.channels), header.rate
 
 
-def pcm16_wav(path: str | os.PathLike, limits: AudioLimits = DEFAULT_LIMITS
-              ) -> tuple[np.ndarray, int] | None:
+def pcm16_wav(
+    path: str | os.PathLike, limits: AudioLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, int] | None:
     """Samples and rate of a 16-bit PCM WAV, header checked against limits, else None:
     anything else goes to soundfile, which also words the errors."""
     parsed = _pcm16(path, limits, lambda header: False)
     return None if isinstance(parsed, Header) else parsed
 
 
-def _decode(path: str | os.PathLike, sample_rate: int, limits: AudioLimits,
-            longest: int | None, fast: bool) -> np.ndarray | Header:
+def _decode(
+    path: str | os.PathLike, sample_rate: int, limits: AudioLimits, longest: int | None, fast: bool
+) -> np.ndarray | Header:
     """The whole file as float32 mono at sample_rate or, when that would be longer than
     longest samples, its checked header (nothing decoded). fast: 16-bit WAVs through the
     wave module, skipping soundfile's per-call overhead that dominates a 1 s clip."""
+
     def too_long(header: Header) -> bool:
         return longest is not None and header.samples_at(sample_rate) > longest
 
@@ -152,8 +183,7 @@ def _decode(path: str | os.PathLike, sample_rate: int, limits: AudioLimits,
     if parsed is not None:
         pcm, rate = parsed
         data = pcm.astype(np.float32) / np.float32(32768)  # soundfile's scaling
-        return resample(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], rate,
-                        sample_rate)
+        return resample(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], rate, sample_rate)
     p = _checked_path(path)
     try:
         with sf.SoundFile(str(p)) as f:
@@ -171,8 +201,9 @@ def _decode(path: str | os.PathLike, sample_rate: int, limits: AudioLimits,
     return resample(_mono(path, data), header.rate, sample_rate)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int,
-               limits: AudioLimits = DEFAULT_LIMITS) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike, sample_rate: int, limits: AudioLimits = DEFAULT_LIMITS
+) -> np.ndarray:
     """Decode, down-mix and resample (soxr, high quality) to float32 mono in [-1, 1]; the
     header is checked against limits before any sample is decoded."""
     audio = _decode(path, sample_rate, limits, None, fast=False)
@@ -180,8 +211,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int,
     return audio
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int,
-               limits: AudioLimits = DEFAULT_LIMITS) -> np.ndarray:
+def read_audio(
+    path: str | os.PathLike, sample_rate: int, limits: AudioLimits = DEFAULT_LIMITS
+) -> np.ndarray:
     """load_audio's result; 16-bit PCM WAVs (the common case, thousands of them) are read
     with the wave module."""
     audio = _decode(path, sample_rate, limits, None, fast=True)
@@ -189,8 +221,9 @@ def read_audio(path: str | os.PathLike, sample_rate: int,
     return audio
 
 
-def read_clip(path: str | os.PathLike, sample_rate: int, longest: int,
-              limits: AudioLimits = DEFAULT_LIMITS) -> np.ndarray | Header:
+def read_clip(
+    path: str | os.PathLike, sample_rate: int, longest: int, limits: AudioLimits = DEFAULT_LIMITS
+) -> np.ndarray | Header:
     """read_audio's result when it is at most longest samples, else the checked header (a
     recording, for stream_audio): what batch transcription needs of a file, from one open,
     without ever decoding a long file whole."""
@@ -215,11 +248,15 @@ def fit_to_length(audio: np.ndarray, n: int) -> np.ndarray:
         return np.pad(audio, (pad // 2, pad - pad // 2))
     energy = np.cumsum(np.concatenate([[0.0], audio.astype(np.float64) ** 2]))
     start = int(np.argmax(energy[n:] - energy[:-n]))
-    return audio[start:start + n]
+    return audio[start : start + n]
 
 
-def stream_audio(path: str | os.PathLike, sample_rate: int, block_frames: int = 1 << 16,
-                 limits: AudioLimits = DEFAULT_LIMITS) -> Iterator[np.ndarray]:
+def stream_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    block_frames: int = 1 << 16,
+    limits: AudioLimits = DEFAULT_LIMITS,
+) -> Iterator[np.ndarray]:
     """read_audio's result in consecutive pieces, block_frames of the file at a time, so a
     recording of any length costs one block of memory. soxr's streaming resampler gives
     the same samples as resampling the whole signal at once, whatever the block size."""
@@ -234,8 +271,9 @@ def stream_audio(path: str | os.PathLike, sample_rate: int, block_frames: int = 
         if f.samplerate != sample_rate:
             import soxr
 
-            stream = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32",
-                                         quality="HQ")
+            stream = soxr.ResampleStream(
+                f.samplerate, sample_rate, 1, dtype="float32", quality="HQ"
+            )
         while True:
             try:
                 data = f.read(block_frames, dtype="float32", always_2d=True)
@@ -250,13 +288,14 @@ def stream_audio(path: str | os.PathLike, sample_rate: int, block_frames: int = 
                 return
 
 
-def speech_span(audio: np.ndarray, sample_rate: int, floor_db: float = -20.0,
-                frame_s: float = 0.01) -> tuple[float, float]:
+def speech_span(
+    audio: np.ndarray, sample_rate: int, floor_db: float = -20.0, frame_s: float = 0.01
+) -> tuple[float, float]:
     """(start_s, end_s) of the frames within floor_db of the loudest 10 ms frame."""
     n = max(1, round(frame_s * sample_rate))
     frames = len(audio) // n
     if frames == 0:
         return 0.0, len(audio) / sample_rate
-    power = np.mean(audio[:frames * n].reshape(frames, n).astype(np.float64) ** 2, axis=1)
+    power = np.mean(audio[: frames * n].reshape(frames, n).astype(np.float64) ** 2, axis=1)
     loud = np.flatnonzero(power >= power.max() * 10 ** (floor_db / 10))
     return loud[0] * n / sample_rate, (loud[-1] + 1) * n / sample_rate

@@ -1,4 +1,5 @@
 """Per-hop probabilities -> command events: the decision a listening device makes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,9 +31,16 @@ class CommandDetector:
 
     CHUNK = 1 << 16  # hops screened at once: bounds the memory of the cumulative sums
 
-    def __init__(self, labels: list[str], hop_seconds: float, average_window_s: float = 0.5,
-                 threshold: float = 0.7, suppression_s: float = 1.0,
-                 ignore: tuple[str, ...] = IGNORED, min_count: int = 3):
+    def __init__(
+        self,
+        labels: list[str],
+        hop_seconds: float,
+        average_window_s: float = 0.5,
+        threshold: float = 0.7,
+        suppression_s: float = 1.0,
+        ignore: tuple[str, ...] = IGNORED,
+        min_count: int = 3,
+    ):
         if hop_seconds <= 0 or average_window_s <= 0 or not 0 <= threshold <= 1:
             raise ValueError("need hop_seconds > 0, average_window_s > 0, 0 <= threshold <= 1")
         self.labels, self.hop_seconds = list(labels), hop_seconds
@@ -41,7 +49,7 @@ class CommandDetector:
         self.reset()
 
     def reset(self) -> None:
-        self._times = np.empty(0, np.float64)   # end times of the hops in the window
+        self._times = np.empty(0, np.float64)  # end times of the hops in the window
         self._rows = np.empty((0, len(self.labels)), np.float32)
         self._previous: str | None = None
         self._previous_time = -np.inf
@@ -55,7 +63,7 @@ class CommandDetector:
         now = t0 + np.arange(1, len(probs) + 1) * self.hop_seconds
         events = []
         for i in range(0, len(probs), self.CHUNK):
-            events += self._process(probs[i:i + self.CHUNK], now[i:i + self.CHUNK])
+            events += self._process(probs[i : i + self.CHUNK], now[i : i + self.CHUNK])
         self._clock = t0 + len(probs) * self.hop_seconds
         return events
 
@@ -67,8 +75,9 @@ class CommandDetector:
         rows = np.concatenate([self._rows, probs])
         # Hop k's window starts at the first retained hop newer than now - window; a
         # running maximum keeps the search exact even when start_time moved backwards.
-        first = np.searchsorted(np.maximum.accumulate(times), now - self.average_window_s,
-                                side="right")
+        first = np.searchsorted(
+            np.maximum.accumulate(times), now - self.average_window_s, side="right"
+        )
         last = np.arange(len(self._times) + 1, len(times) + 1)
         count = last - first
         sums = np.zeros((len(rows) + 1, len(self.labels)), np.float64)
@@ -78,14 +87,17 @@ class CommandDetector:
         margin = 1e-4 + 1e-6 * count
         events = []
         for k in np.flatnonzero((count >= self.min_count) & (approx > self.threshold - margin)):
-            average = np.mean(rows[first[k]:last[k]], axis=0)
+            average = np.mean(rows[first[k] : last[k]], axis=0)
             top = int(np.argmax(average))
             label, score, at = self.labels[top], float(average[top]), float(now[k])
-            since = np.inf if self._previous in self.ignore or self._previous is None \
+            since = (
+                np.inf
+                if self._previous in self.ignore or self._previous is None
                 else at - self._previous_time
+            )
             if score > self.threshold and label != self._previous and since > self.suppression_s:
                 self._previous, self._previous_time = label, at
                 if label not in self.ignore:
                     events.append(Detection(round(at, 6), label, score))
-        self._times, self._rows = times[first[-1]:], rows[first[-1]:]
+        self._times, self._rows = times[first[-1] :], rows[first[-1] :]
         return events

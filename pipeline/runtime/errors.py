@@ -1,4 +1,5 @@
 """Errors the runtime raises: each str() is one line naming the file and the problem."""
+
 from __future__ import annotations
 
 import os

@@ -1,10 +1,11 @@
 """Atomic file writes: a reader never sees half a file, a crash never leaves one."""
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def _umask() -> int:

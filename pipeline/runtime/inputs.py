@@ -4,6 +4,7 @@ Every input names its own problem: a bad path, an implausible header or an undec
 becomes one error row, never a failed run. Only clips are decoded ahead: a longer file is
 passed on as its checked header, to be streamed by whoever transcribes it.
 """
+
 from __future__ import annotations
 
 import glob
@@ -21,8 +22,9 @@ from pipeline.runtime.audio import AUDIO_EXTENSIONS, DEFAULT_LIMITS, AudioLimits
 from pipeline.runtime.errors import AudioError, one_line
 
 
-def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None
-                  ) -> Iterator[tuple[str, str | None]]:
+def expand_inputs(
+    inputs: Iterable[str], stdin: TextIO | None = None
+) -> Iterator[tuple[str, str | None]]:
     """(path, problem) for every input: files, directories (recursive, audio extensions),
     glob patterns, @list files and '-' (paths on stdin), each path once. A path that does
     not exist is passed on so that it gets its own error row; problem is set for an input
@@ -31,7 +33,7 @@ def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None
 
     def one(item: str, from_list: bool) -> Iterator[tuple[str, str | None]]:
         if not from_list and item == "-":
-            for line in (stdin or sys.stdin):
+            for line in stdin or sys.stdin:
                 yield from one(line.rstrip("\r\n"), True)
         elif not from_list and item.startswith("@"):
             try:
@@ -72,8 +74,9 @@ def expand_inputs(inputs: Iterable[str], stdin: TextIO | None = None
 Decoded = np.ndarray | Header | str  # a clip's audio, a recording's header, or a problem
 
 
-def _decode_chunk(paths: list[str], sample_rate: int, longest: int, limits: AudioLimits
-                  ) -> list[tuple[str, Decoded]]:
+def _decode_chunk(
+    paths: list[str], sample_rate: int, longest: int, limits: AudioLimits
+) -> list[tuple[str, Decoded]]:
     out: list[tuple[str, Decoded]] = []
     for p in paths:
         try:
@@ -85,9 +88,15 @@ def _decode_chunk(paths: list[str], sample_rate: int, longest: int, limits: Audi
     return out
 
 
-def decoded(items: Iterable[tuple[str, str | None]], sample_rate: int, workers: int,
-            longest: int, limits: AudioLimits = DEFAULT_LIMITS, chunk: int = 64,
-            budget_bytes: int = 512 << 20) -> Iterator[tuple[str, Decoded]]:
+def decoded(
+    items: Iterable[tuple[str, str | None]],
+    sample_rate: int,
+    workers: int,
+    longest: int,
+    limits: AudioLimits = DEFAULT_LIMITS,
+    chunk: int = 64,
+    budget_bytes: int = 512 << 20,
+) -> Iterator[tuple[str, Decoded]]:
     """(path, audio, header or problem) in input order: a file that resamples to at most
     longest samples is decoded by worker threads a few chunks ahead, a longer one yields
     its header (checked against limits) and is never decoded here. The look-ahead is
@@ -102,8 +111,9 @@ def decoded(items: Iterable[tuple[str, str | None]], sample_rate: int, workers: 
     in_flight, it, exhausted = 0, iter(items), False
     try:
         while True:
-            while not exhausted and (not ahead or len(ahead) < 3 * max(1, workers)
-                                     and in_flight < budget_bytes):
+            while not exhausted and (
+                not ahead or len(ahead) < 3 * max(1, workers) and in_flight < budget_bytes
+            ):
                 paths: list[str] = []
                 size = 0
                 for path, problem in it:
@@ -133,5 +143,3 @@ def decoded(items: Iterable[tuple[str, str | None]], sample_rate: int, workers: 
             yield from (job.result() if isinstance(job, Future) else job)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-
-

@@ -4,6 +4,7 @@ An app or a batch job imports this module in about 0.1 s; everything a model nee
 called (front end, labels, tensor names, state shapes) is read from manifest.json beside
 the .tflite file, which scripts/export.py writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,10 @@ class _Signature:
         self.inputs: dict[str, int] = dict(signatures[SIGNATURE]["inputs"])
         self.outputs: dict[str, int] = dict(signatures[SIGNATURE]["outputs"])
         details = {d["index"]: d for d in interpreter.get_tensor_details()}
-        self.shapes = {n: tuple(int(s) for s in details[i]["shape"])
-                       for n, i in {**self.inputs, **self.outputs}.items()}
+        self.shapes = {
+            n: tuple(int(s) for s in details[i]["shape"])
+            for n, i in {**self.inputs, **self.outputs}.items()
+        }
 
 
 def open_interpreter(source: str | Path | bytes, num_threads: int = 1) -> Interpreter:
@@ -65,8 +68,7 @@ def open_interpreter(source: str | Path | bytes, num_threads: int = 1) -> Interp
         return Interpreter(num_threads=num_threads, **kw)
     except (ValueError, RuntimeError) as exc:
         where = "model bytes" if isinstance(source, bytes) else str(source)
-        raise ModelError(f"{where}: LiteRT cannot load it ({one_line(exc)})") \
-            from None
+        raise ModelError(f"{where}: LiteRT cannot load it ({one_line(exc)})") from None
 
 
 class _ExportedModel:
@@ -102,8 +104,10 @@ class ClipModel(_ExportedModel):
             raise ModelError(f"{where}: not a clip model (inputs {sorted(self._sig.inputs)})")
         self.batch_size, samples = self._sig.shapes["audio"]
         if samples != self.front_end.clip_samples:
-            raise ModelError(f"{where}: input takes {samples} samples, manifest says "
-                             f"{self.front_end.clip_samples}")
+            raise ModelError(
+                f"{where}: input takes {samples} samples, manifest says "
+                f"{self.front_end.clip_samples}"
+            )
 
     def predict(self, audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, np.float32)
@@ -111,18 +115,20 @@ class ClipModel(_ExportedModel):
             audio = audio[None]
         n, b = len(audio), self.batch_size
         if audio.ndim != 2 or audio.shape[1] != self.front_end.clip_samples:
-            raise ValueError(f"expected [n, {self.front_end.clip_samples}] audio, got "
-                             f"{list(audio.shape)}")
+            raise ValueError(
+                f"expected [n, {self.front_end.clip_samples}] audio, got {list(audio.shape)}"
+            )
         it, a, p = self._sig.interpreter, self._sig.inputs["audio"], self._sig.outputs["probs"]
         out = np.empty((n, len(self.labels)), np.float32)
         for start in range(0, n, b):
-            chunk = audio[start:start + b]
+            chunk = audio[start : start + b]
             if len(chunk) < b:
-                chunk = np.concatenate([chunk, np.zeros((b - len(chunk), chunk.shape[1]),
-                                                        np.float32)])
+                chunk = np.concatenate(
+                    [chunk, np.zeros((b - len(chunk), chunk.shape[1]), np.float32)]
+                )
             it.set_tensor(a, np.ascontiguousarray(chunk))
             it.invoke()
-            out[start:start + b] = it.get_tensor(p)[:n - start]
+            out[start : start + b] = it.get_tensor(p)[: n - start]
         return out
 
 
@@ -141,23 +147,29 @@ class StreamingModel(_ExportedModel):
         sig = self._sig
         if "states" not in entry:
             raise ModelError(f"{where}: manifest lists no states; not a streaming model")
-        self._states = [(s["input"], s["output"], float(s["initial"]), tuple(s["shape"]))
-                        for s in entry["states"]]
-        missing = [n for s in self._states for n in s[:2]
-                   if n not in sig.inputs and n not in sig.outputs]
+        self._states = [
+            (s["input"], s["output"], float(s["initial"]), tuple(s["shape"]))
+            for s in entry["states"]
+        ]
+        missing = [
+            n for s in self._states for n in s[:2] if n not in sig.inputs and n not in sig.outputs
+        ]
         if missing or "audio" not in sig.inputs or "probs" not in sig.outputs:
             raise ModelError(f"{where}: model lacks tensors {missing or ['audio', 'probs']}")
         self.batch = sig.shapes["audio"][0]
         if sig.shapes["audio"] != (self.batch, self.hop_samples):
-            raise ModelError(f"{where}: audio input is {list(sig.shapes['audio'])}, expected "
-                             f"[batch, {self.hop_samples}]")
+            raise ModelError(
+                f"{where}: audio input is {list(sig.shapes['audio'])}, expected "
+                f"[batch, {self.hop_samples}]"
+            )
         self._io = [(sig.inputs[i], sig.outputs[o]) for i, o, _, _ in self._states]
         self._audio, self._probs = sig.inputs["audio"], sig.outputs["probs"]
         self.reset()
 
     def reset(self) -> None:
-        self._values = [np.full(shape, initial, np.float32)
-                        for _, _, initial, shape in self._states]
+        self._values = [
+            np.full(shape, initial, np.float32) for _, _, initial, shape in self._states
+        ]
 
     @property
     def state(self) -> dict[str, np.ndarray]:
@@ -167,8 +179,9 @@ class StreamingModel(_ExportedModel):
     def step(self, hop: np.ndarray) -> np.ndarray:
         """[hop_samples] -> [n_labels]; with batch K, [K, hop_samples] -> [K, n_labels]."""
         it = self._sig.interpreter
-        it.set_tensor(self._audio, np.asarray(hop, np.float32).reshape(self.batch,
-                                                                       self.hop_samples))
+        it.set_tensor(
+            self._audio, np.asarray(hop, np.float32).reshape(self.batch, self.hop_samples)
+        )
         for (i, _), value in zip(self._io, self._values):
             it.set_tensor(i, value)
         it.invoke()
@@ -189,16 +202,17 @@ class StreamingModel(_ExportedModel):
             raise ValueError(f"expected at most {self.batch} signals, got {list(audio.shape)}")
         n = -(-lanes.shape[1] // self.hop_samples)
         padded = np.zeros((self.batch, n * self.hop_samples), np.float32)
-        padded[:len(lanes), :lanes.shape[1]] = lanes
+        padded[: len(lanes), : lanes.shape[1]] = lanes
         out = np.empty((n, self.batch, len(self.labels)), np.float32)
         for k in range(n):
-            out[k] = self.step(padded[:, k * self.hop_samples:(k + 1) * self.hop_samples])
-        return out[:, 0] if self.batch == 1 else out[:, :len(lanes)].transpose(1, 0, 2)
+            out[k] = self.step(padded[:, k * self.hop_samples : (k + 1) * self.hop_samples])
+        return out[:, 0] if self.batch == 1 else out[:, : len(lanes)].transpose(1, 0, 2)
 
     def classify(self, clips: np.ndarray) -> np.ndarray:
         """[n, clip_samples] -> [n, n_labels]: each clip streamed from the initial state,
         the probabilities after its last hop (what the clip model answers for it)."""
         if self.batch == 1:
             return np.stack([self.run(c)[-1] for c in clips])
-        return np.concatenate([self.run(clips[i:i + self.batch])[:, -1]
-                               for i in range(0, len(clips), self.batch)])
+        return np.concatenate(
+            [self.run(clips[i : i + self.batch])[:, -1] for i in range(0, len(clips), self.batch)]
+        )

@@ -3,6 +3,7 @@
 Everything that turns raw samples into the features a network saw lives here, so
 training, export and transcription read the same numbers back instead of repeating them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,7 +48,9 @@ class FrontEnd:
         if not 0 < self.hop_ms <= self.window_ms:
             raise ValueError(f"hop_ms must be in (0, window_ms], got {self.hop_ms}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(f"need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}")
+            raise ValueError(
+                f"need 0 <= fmin < fmax <= sample_rate/2, got {self.fmin}, {self.fmax}"
+            )
         if self.n_mels < 1 or self.stack < 1 or self.n_mfcc < 0 or self.n_mfcc > self.n_mels:
             raise ValueError("n_mels and stack must be >= 1, 0 <= n_mfcc <= n_mels")
         for name in ("window_samples", "hop_samples", "clip_samples"):
@@ -57,7 +60,8 @@ class FrontEnd:
         if self.clip_samples % self.step_samples:
             raise ValueError(
                 f"clip of {self.clip_samples} samples is not a whole number of steps of "
-                f"{self.step_samples} samples (hop_ms * stack)")
+                f"{self.step_samples} samples (hop_ms * stack)"
+            )
 
     @property
     def clip_samples(self) -> int:
@@ -100,7 +104,7 @@ class FrontEnd:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FrontEnd":
+    def from_dict(cls, d: dict) -> FrontEnd:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -2,6 +2,7 @@
 a plot is drawn). The spectrogram and the probability curves are gathered as the audio
 streams past, each reduced to about as many columns as the figure has pixels, so a plot
 of any length costs the same memory."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ class Spectrogram:
         self._window = np.hanning(self.N_FFT)
         self._columns: list[np.ndarray] = []
         self._rest = np.zeros(0, np.float32)  # audio from the next frame's start on
-        self._skip = 0                         # samples before the next frame starts
+        self._skip = 0  # samples before the next frame starts
 
     def add(self, block: np.ndarray) -> None:
         self.samples += len(block)
@@ -41,10 +42,10 @@ class Spectrogram:
         self._skip -= skip
         n = (len(audio) - self.N_FFT) // self.hop + 1 if len(audio) >= self.N_FFT else 0
         if n:
-            frames = np.lib.stride_tricks.sliding_window_view(audio, self.N_FFT)[::self.hop][:n]
+            frames = np.lib.stride_tricks.sliding_window_view(audio, self.N_FFT)[:: self.hop][:n]
             self._columns.append(np.abs(np.fft.rfft(frames * self._window, axis=1)) ** 2)
             self._skip = max(0, n * self.hop - len(audio))
-            audio = audio[n * self.hop:]
+            audio = audio[n * self.hop :]
         self._rest = audio
 
     def decibels(self) -> np.ndarray:
@@ -76,10 +77,10 @@ class Envelope:
         rows = np.concatenate([self._rest, probs])
         n = len(rows) // self.bin
         if n:
-            binned = rows[:n * self.bin].reshape(n, self.bin, -1)
+            binned = rows[: n * self.bin].reshape(n, self.bin, -1)
             self._low.append(binned.min(axis=1))
             self._high.append(binned.max(axis=1))
-        self._rest = rows[n * self.bin:]
+        self._rest = rows[n * self.bin :]
 
     def curves(self, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(times [m], values [m, n_labels]) to draw: each hop at the end of its audio, or
@@ -98,8 +99,16 @@ class Envelope:
         return np.repeat(middle, 2), np.stack([lows, highs], axis=1).reshape(2 * len(lows), -1)
 
 
-def plot_timeline(out: Path, spectrogram: Spectrogram, envelope: Envelope, sample_rate: int,
-                  hop_s: float, labels: list[str], detections: list[dict], title: str) -> None:
+def plot_timeline(
+    out: Path,
+    spectrogram: Spectrogram,
+    envelope: Envelope,
+    sample_rate: int,
+    hop_s: float,
+    labels: list[str],
+    detections: list[dict],
+    title: str,
+) -> None:
     """Spectrogram, per-hop class probabilities and detections on one time axis."""
     import matplotlib
 
@@ -110,27 +119,47 @@ def plot_timeline(out: Path, spectrogram: Spectrogram, envelope: Envelope, sampl
     spec_db = spectrogram.decibels()
 
     width = float(np.clip(duration / 2, 10, 30))
-    fig, axes = plt.subplots(3, 1, figsize=(width, 7), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 3, 1]})
-    axes[0].imshow(spec_db, origin="lower", aspect="auto", cmap="magma",
-                   extent=(0, duration, 0, sample_rate / 2),
-                   vmin=spec_db.max() - 80, vmax=spec_db.max())
+    fig, axes = plt.subplots(
+        3, 1, figsize=(width, 7), sharex=True, gridspec_kw={"height_ratios": [3, 3, 1]}
+    )
+    axes[0].imshow(
+        spec_db,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        extent=(0, duration, 0, sample_rate / 2),
+        vmin=spec_db.max() - 80,
+        vmax=spec_db.max(),
+    )
     axes[0].set_ylabel("Hz")
     axes[0].set_title(title, fontsize=9)
     t, probs = envelope.curves(hop_s)
     colors = plt.get_cmap("tab20")
     for j, name in enumerate(labels):
         ignored = name in IGNORED
-        axes[1].plot(t, probs[:, j], lw=0.6 if ignored else 0.9, ls=":" if ignored else "-",
-                     color="0.6" if ignored else colors(j % 20), label=name)
+        axes[1].plot(
+            t,
+            probs[:, j],
+            lw=0.6 if ignored else 0.9,
+            ls=":" if ignored else "-",
+            color="0.6" if ignored else colors(j % 20),
+            label=name,
+        )
     axes[1].set_ylim(0, 1.02)
     axes[1].set_ylabel("probability")
     axes[1].legend(loc="upper right", fontsize=6, ncol=min(len(labels), 6))
     for d in detections:
         j = labels.index(d["label"]) if d["label"] in labels else 0
         axes[2].axvspan(d["start_s"], d["end_s"], color=colors(j % 20), alpha=0.8)
-        axes[2].text((d["start_s"] + d["end_s"]) / 2, 0.5, d["label"], ha="center",
-                     va="center", fontsize=7, rotation=90 if duration > 60 else 0)
+        axes[2].text(
+            (d["start_s"] + d["end_s"]) / 2,
+            0.5,
+            d["label"],
+            ha="center",
+            va="center",
+            fontsize=7,
+            rotation=90 if duration > 60 else 0,
+        )
     axes[2].set_yticks([])
     axes[2].set_ylabel("detections")
     axes[2].set_xlabel("seconds")

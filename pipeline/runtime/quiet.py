@@ -5,6 +5,7 @@ CPU-feature and absl lines while it loads, all below any Python logging setting.
 command-line tools keep those lines from their users; exceptions still propagate, and
 Python-level warnings raised meanwhile are the only thing lost.
 """
+
 from __future__ import annotations
 
 import os

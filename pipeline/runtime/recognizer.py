@@ -4,6 +4,7 @@ Any exported file or export folder will do: a clip model classifies clips and th
 streaming model beside it makes timelines; a streaming model alone (the phone's
 stream_int8.tflite) does both, each clip streamed from the initial state.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,12 @@ from pipeline.runtime.model import MANIFEST, ClipModel, StreamingModel, read_man
 from pipeline.runtime.params import FrontEnd
 
 # Preferred files of an export folder, fastest first.
-CLIP_FILES = ("model_batch_float.tflite", "model_float.tflite", "model_dynamic.tflite",
-              "model_int8.tflite")
+CLIP_FILES = (
+    "model_batch_float.tflite",
+    "model_float.tflite",
+    "model_dynamic.tflite",
+    "model_int8.tflite",
+)
 STREAM_FILES = ("stream_batch_float.tflite", "stream_float.tflite", "stream_int8.tflite")
 # Long audio runs as segments of this length side by side, each after a warm-up of this
 # many clips of the audio before it; a pass of K segments is what a timeline holds.
@@ -45,8 +50,9 @@ class Recognizer(Protocol):
 
     def predict(self, clips: np.ndarray) -> np.ndarray: ...
 
-    def timeline(self, blocks: Iterable[np.ndarray], samples: int | None = None
-                 ) -> Iterator[np.ndarray]: ...
+    def timeline(
+        self, blocks: Iterable[np.ndarray], samples: int | None = None
+    ) -> Iterator[np.ndarray]: ...
 
 
 def pretrained_dir() -> Path:
@@ -64,8 +70,9 @@ def is_export(path: str | Path) -> bool:
     return p.suffix == ".tflite" or (p.is_dir() and (p / MANIFEST).is_file())
 
 
-def segmented_stream(stream, blocks: Iterable[np.ndarray], warmup_hops: int,
-                     segment_hops: int) -> Iterator[np.ndarray]:
+def segmented_stream(
+    stream, blocks: Iterable[np.ndarray], warmup_hops: int, segment_hops: int
+) -> Iterator[np.ndarray]:
     """Per-hop probabilities of a streaming model over a signal arriving in blocks.
 
     A model with batch K > 1 cuts the signal into segments of segment_hops, run K side by
@@ -82,8 +89,8 @@ def segmented_stream(stream, blocks: Iterable[np.ndarray], warmup_hops: int,
             audio = np.concatenate([rest, block])
             n = len(audio) // hop
             if n:
-                yield np.stack([stream.step(audio[i * hop:(i + 1) * hop]) for i in range(n)])
-            rest = audio[n * hop:]
+                yield np.stack([stream.step(audio[i * hop : (i + 1) * hop]) for i in range(n)])
+            rest = audio[n * hop :]
         if len(rest):
             yield stream.step(np.pad(rest, (0, hop - len(rest))))[None]
         return
@@ -94,27 +101,28 @@ def segmented_stream(stream, blocks: Iterable[np.ndarray], warmup_hops: int,
         block = np.asarray(block, np.float32)
         while len(block):
             take = min(len(block), len(buf) - filled)
-            buf[filled:filled + take] = block[:take]
+            buf[filled : filled + take] = block[:take]
             filled, block = filled + take, block[take:]
             if filled == len(buf):
                 yield _segments(stream, buf, warmup_hops, segment_hops, k * segment_hops)
-                buf[:lead] = buf[len(buf) - lead:]
+                buf[:lead] = buf[len(buf) - lead :]
                 filled = lead
     if filled > lead:
         buf[filled:] = 0
         yield _segments(stream, buf, warmup_hops, segment_hops, -(-(filled - lead) // hop))
 
 
-def _segments(stream, buf: np.ndarray, warmup_hops: int, segment_hops: int, n: int
-              ) -> np.ndarray:
+def _segments(stream, buf: np.ndarray, warmup_hops: int, segment_hops: int, n: int) -> np.ndarray:
     """One pass: the n hops of audio after buf's warm-up lead, as up to K segments."""
     hop, k = stream.hop_samples, stream.batch
     lead, span = warmup_hops * hop, segment_hops * hop
     lanes = np.lib.stride_tricks.sliding_window_view(buf, lead + span)[::span][:k]
     steps = min(segment_hops, n)
     stream.reset()
-    probs = [stream.step(np.ascontiguousarray(lanes[:, s * hop:(s + 1) * hop]))
-             for s in range(warmup_hops + steps)]
+    probs = [
+        stream.step(np.ascontiguousarray(lanes[:, s * hop : (s + 1) * hop]))
+        for s in range(warmup_hops + steps)
+    ]
     return np.stack(probs[warmup_hops:], axis=1).reshape(k * steps, -1)[:n]
 
 
@@ -122,14 +130,20 @@ class TFLiteRecognizer:
     """Exported LiteRT models: one interpreter per thread for clips, one streaming model for
     timelines."""
 
-    def __init__(self, path: str | Path, instances: int = 1, stream_batch: int = 16,
-                 segment_s: float = SEGMENT_S):
+    def __init__(
+        self,
+        path: str | Path,
+        instances: int = 1,
+        stream_batch: int = 16,
+        segment_s: float = SEGMENT_S,
+    ):
         path = Path(path)
         self.segment_s = segment_s
         folder = path if path.is_dir() else path.parent
         if path.is_dir():
-            given = next((folder / n for n in CLIP_FILES + STREAM_FILES
-                          if (folder / n).is_file()), None)
+            given = next(
+                (folder / n for n in CLIP_FILES + STREAM_FILES if (folder / n).is_file()), None
+            )
             if given is None:
                 raise ModelError(f"{folder}: no exported model in this folder")
         else:
@@ -142,8 +156,7 @@ class TFLiteRecognizer:
             make = lambda: StreamingModel(given, num_threads=1)  # noqa: E731
         else:
             wanted = STREAM_FILES if stream_batch > 1 else STREAM_FILES[1:]
-            self._stream_path = next((folder / n for n in wanted if (folder / n).is_file()),
-                                     None)
+            self._stream_path = next((folder / n for n in wanted if (folder / n).is_file()), None)
             make = lambda: ClipModel(given, num_threads=1)  # noqa: E731
         first = make()
         self.path, self.front_end, self.labels = given, first.front_end, list(first.labels)
@@ -155,23 +168,29 @@ class TFLiteRecognizer:
     def predict(self, clips: np.ndarray) -> np.ndarray:
         model = self._free.get()
         try:
-            return model.classify(clips) if isinstance(model, StreamingModel) \
-                else model.predict(clips)
+            return (
+                model.classify(clips) if isinstance(model, StreamingModel) else model.predict(clips)
+            )
         finally:
             self._free.put(model)
 
-    def timeline(self, blocks: Iterable[np.ndarray], samples: int | None = None
-                 ) -> Iterator[np.ndarray]:
+    def timeline(
+        self, blocks: Iterable[np.ndarray], samples: int | None = None
+    ) -> Iterator[np.ndarray]:
         if self._stream is None:
             if self._stream_path is None:
                 raise ModelError(f"{self.path}: no streaming model beside it for long audio")
             self._stream = StreamingModel(self._stream_path, num_threads=1)  # 2 threads: slower
-        return segmented_stream(self._stream, blocks, *segment_layout(
-            self.front_end, self.segment_s, samples, self._stream.batch))
+        return segmented_stream(
+            self._stream,
+            blocks,
+            *segment_layout(self.front_end, self.segment_s, samples, self._stream.batch),
+        )
 
 
-def segment_layout(front_end: FrontEnd, segment_s: float, samples: int | None = None,
-                   lanes: int = 1) -> tuple[int, int]:
+def segment_layout(
+    front_end: FrontEnd, segment_s: float, samples: int | None = None, lanes: int = 1
+) -> tuple[int, int]:
     """(warm-up hops, segment hops) of segmented_stream for a front end: segments of
     segment_s, or shorter when a recording of `samples` would leave lanes idle."""
     hop = front_end.step_samples
@@ -181,13 +200,16 @@ def segment_layout(front_end: FrontEnd, segment_s: float, samples: int | None = 
     return WARMUP_CLIPS * front_end.clip_samples // hop, segment
 
 
-def open_model(path: str | Path | None = None, instances: int = 1,
-               stream_batch: int = 16, segment_s: float = SEGMENT_S) -> TFLiteRecognizer:
+def open_model(
+    path: str | Path | None = None,
+    instances: int = 1,
+    stream_batch: int = 16,
+    segment_s: float = SEGMENT_S,
+) -> TFLiteRecognizer:
     """An exported .tflite file or export folder; the bundled pretrained model when None."""
     p = pretrained_dir() if path is None else Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: model not found")
     if not is_export(p):
-        raise ModelError(f"{p}: not an exported model (a .tflite file or a folder with "
-                         f"{MANIFEST})")
+        raise ModelError(f"{p}: not an exported model (a .tflite file or a folder with {MANIFEST})")
     return TFLiteRecognizer(p, instances, stream_batch, segment_s)

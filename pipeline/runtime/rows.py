@@ -1,4 +1,5 @@
 """Output rows of transcription: CSV or JSONL, flushed as they come, resumable."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,18 @@ from typing import TextIO
 
 from pipeline.runtime.files import atomic_write
 
-FIELDS = ["path", "kind", "label", "score", "top_k", "duration_s", "start_s", "end_s",
-          "detections", "error"]
+FIELDS = [
+    "path",
+    "kind",
+    "label",
+    "score",
+    "top_k",
+    "duration_s",
+    "start_s",
+    "end_s",
+    "detections",
+    "error",
+]
 DONE_KINDS = ("clip", "recording")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
@@ -35,7 +46,7 @@ class RowWriter:
         self._owned = path is not None
         if not self.jsonl:
             self._csv = csv.writer(self.f)
-            if not (append and path.stat().st_size):
+            if not (append and path is not None and path.stat().st_size):
                 self._csv.writerow(FIELDS)
 
     def write(self, row: dict) -> None:
@@ -57,7 +68,7 @@ def read_rows(path: Path) -> list[dict]:
     """The rows of an output file; a half-written last line (an interrupted run) is dropped."""
     text = Path(path).read_text()
     if text and not text.endswith("\n"):
-        text = text[:text.rfind("\n") + 1]
+        text = text[: text.rfind("\n") + 1]
     if Path(path).suffix.lower() in JSONL_SUFFIXES:
         rows = []
         for line in text.splitlines():
@@ -83,5 +94,6 @@ def prepare_resume(path: Path) -> set[str]:
             if r.get("path") in done:
                 w.write(r)
         w.close()
+
     atomic_write(path, write)
     return done

@@ -11,6 +11,7 @@ blocks and nothing kept of it grows with its length.
 
 With a .tflite model nothing here imports TensorFlow.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,37 +62,52 @@ class Summary:
     def line(self) -> str:
         rate = self.files / self.wall_s if self.wall_s else 0.0
         rt = self.audio_s / self.wall_s if self.wall_s else 0.0
-        return (f"{self.files} files ({self.clips} clips, {self.recordings} recordings, "
-                f"{self.errors} errors), {self.audio_s:.1f} s of audio, {self.detections} "
-                f"detections in {self.wall_s:.2f} s: {rate:.0f} files/s, {rt:.0f}x real time")
+        return (
+            f"{self.files} files ({self.clips} clips, {self.recordings} recordings, "
+            f"{self.errors} errors), {self.audio_s:.1f} s of audio, {self.detections} "
+            f"detections in {self.wall_s:.2f} s: {rate:.0f} files/s, {rt:.0f}x real time"
+        )
 
     def as_dict(self) -> dict:
-        return {"files": self.files, "clips": self.clips, "recordings": self.recordings,
-                "errors": self.errors, "audio_s": round(self.audio_s, 3),
-                "detections": self.detections, "wall_s": round(self.wall_s, 3),
-                "files_per_s": round(self.files / self.wall_s, 1) if self.wall_s else 0.0,
-                "x_real_time": round(self.audio_s / self.wall_s, 1) if self.wall_s else 0.0}
+        return {
+            "files": self.files,
+            "clips": self.clips,
+            "recordings": self.recordings,
+            "errors": self.errors,
+            "audio_s": round(self.audio_s, 3),
+            "detections": self.detections,
+            "wall_s": round(self.wall_s, 3),
+            "files_per_s": round(self.files / self.wall_s, 1) if self.wall_s else 0.0,
+            "x_real_time": round(self.audio_s / self.wall_s, 1) if self.wall_s else 0.0,
+        }
 
 
 def top_k_rows(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[int, float, list]]:
     """(best index, best score, top-k list) per row, sorted once for the whole batch."""
-    order = np.argsort(-probs, axis=1)[:, :max(1, k)]
+    order = np.argsort(-probs, axis=1)[:, : max(1, k)]
     scores = np.take_along_axis(probs, order, axis=1).round(4).tolist()
-    return [(o[0], s[0], [{"label": labels[j], "score": v} for j, v in zip(o[:k], s[:k])])
-            for o, s in zip(order.tolist(), scores)]
+    return [
+        (o[0], s[0], [{"label": labels[j], "score": v} for j, v in zip(o[:k], s[:k])])
+        for o, s in zip(order.tolist(), scores)
+    ]
 
 
 class Transcriber:
     """Runs inputs through a model into a RowWriter and counts what it did."""
 
-    def __init__(self, model: Recognizer, writer: RowWriter, settings: Settings,
-                 progress=None):
+    def __init__(self, model: Recognizer, writer: RowWriter, settings: Settings, progress=None):
         self.model, self.writer, self.s, self.progress = model, writer, settings, progress
         self.fe = model.front_end
         self.summary = Summary()
-        self._detector_options: dict[str, Any] = {k: v for k, v in (
-            ("threshold", settings.threshold), ("average_window_s", settings.average_window_s),
-            ("suppression_s", settings.suppression_s)) if v is not None}
+        self._detector_options: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("threshold", settings.threshold),
+                ("average_window_s", settings.average_window_s),
+                ("suppression_s", settings.suppression_s),
+            )
+            if v is not None
+        }
 
     def run(self, items: Iterable[tuple[str, str | None]]) -> Summary:
         start = time.perf_counter()
@@ -99,26 +115,33 @@ class Transcriber:
         pending: deque[tuple[Future, list]] = deque()
         pool = ThreadPoolExecutor(self.model.instances, thread_name_prefix="infer")
         try:
-            for path, audio in decoded(items, self.fe.sample_rate, self.s.decode_workers,
-                                       self.fe.clip_samples, self.s.limits):
+            for path, audio in decoded(
+                items,
+                self.fe.sample_rate,
+                self.s.decode_workers,
+                self.fe.clip_samples,
+                self.s.limits,
+            ):
                 if isinstance(audio, str):
                     self._error(path, audio)
                 elif isinstance(audio, np.ndarray) and len(audio) <= self.fe.clip_samples:
                     clips.append((path, audio))
                     if len(clips) >= self.s.batch:
-                        pending.append((pool.submit(self.model.predict, self._stack(clips)),
-                                        clips))
+                        pending.append((pool.submit(self.model.predict, self._stack(clips)), clips))
                         clips = []
-                    while pending and (pending[0][0].done()
-                                       or len(pending) > self.model.instances):
+                    while pending and (pending[0][0].done() or len(pending) > self.model.instances):
                         self._clip_rows(*pending.popleft())
                 else:
                     while pending:
                         self._clip_rows(*pending.popleft())
                     if isinstance(audio, Header):
-                        self._recording(path, stream_audio(path, self.fe.sample_rate,
-                                                           self.s.block_frames, self.s.limits),
-                                        audio.samples_at(self.fe.sample_rate))
+                        self._recording(
+                            path,
+                            stream_audio(
+                                path, self.fe.sample_rate, self.s.block_frames, self.s.limits
+                            ),
+                            audio.samples_at(self.fe.sample_rate),
+                        )
                     else:  # a header that understated the length
                         self._recording(path, [audio], len(audio))
             if clips:
@@ -134,7 +157,7 @@ class Transcriber:
     def _stack(self, clips: list[tuple[str, np.ndarray]]) -> np.ndarray:
         batch = np.zeros((len(clips), self.fe.clip_samples), np.float32)
         for i, (_, a) in enumerate(clips):
-            batch[i, :len(a)] = a
+            batch[i, : len(a)] = a
         return batch
 
     def _done(self, n: int) -> None:
@@ -157,11 +180,19 @@ class Transcriber:
                 self._error(path, f"inference failed ({one_line(exc)})")
             return
         sr = self.fe.sample_rate
-        for (path, a), (best, score, top) in zip(clips, top_k_rows(probs, self.model.labels,
-                                                                    self.s.top_k)):
-            self.writer.write({"path": path, "kind": "clip", "label": self.model.labels[best],
-                               "score": score, "top_k": top,
-                               "duration_s": round(len(a) / sr, 4)})
+        for (path, a), (best, score, top) in zip(
+            clips, top_k_rows(probs, self.model.labels, self.s.top_k)
+        ):
+            self.writer.write(
+                {
+                    "path": path,
+                    "kind": "clip",
+                    "label": self.model.labels[best],
+                    "score": score,
+                    "top_k": top,
+                    "duration_s": round(len(a) / sr, 4),
+                }
+            )
             self.summary.audio_s += len(a) / sr
         self.writer.flush()
         self.summary.clips += len(clips)
@@ -194,9 +225,16 @@ class Transcriber:
                 for d in detector.process(probs):
                     start, end = word_span(recent, sr, d.time_s, fe.clip_seconds)
                     found.append(d)
-                    rows.append({"path": path, "kind": "detection", "label": d.label,
-                                 "score": round(float(d.score), 4), "start_s": start,
-                                 "end_s": end})
+                    rows.append(
+                        {
+                            "path": path,
+                            "kind": "detection",
+                            "label": d.label,
+                            "score": round(float(d.score), 4),
+                            "start_s": start,
+                            "end_s": end,
+                        }
+                    )
                 scored += len(probs)
                 recent.drop_before(scored * hop - fe.clip_samples)
                 if envelope is not None:
@@ -209,16 +247,28 @@ class Transcriber:
             return
         best = max(found, key=lambda d: d.score, default=None)
         duration = recent.end / sr
-        summary_row = {"path": path, "kind": "recording",
-                       "label": best.label if best else None,
-                       "score": round(float(best.score), 4) if best else None,
-                       "duration_s": round(duration, 4), "detections": len(found)}
+        summary_row = {
+            "path": path,
+            "kind": "recording",
+            "label": best.label if best else None,
+            "score": round(float(best.score), 4) if best else None,
+            "duration_s": round(duration, 4),
+            "detections": len(found),
+        }
         if plot_dir is not None and spectrogram is not None and envelope is not None:
             try:
                 from pipeline.runtime.plot import plot_name, plot_timeline
 
-                plot_timeline(plot_dir / plot_name(path), spectrogram, envelope, sr, hop / sr,
-                              labels, rows, path)
+                plot_timeline(
+                    plot_dir / plot_name(path),
+                    spectrogram,
+                    envelope,
+                    sr,
+                    hop / sr,
+                    labels,
+                    rows,
+                    path,
+                )
             except (OSError, ValueError, MemoryError) as exc:
                 summary_row["error"] = f"plot failed ({one_line(exc)})"
         for r in rows + [summary_row]:
@@ -254,13 +304,14 @@ class RecentAudio:
             if at >= end:
                 break
             if at + len(block) > begin:
-                parts.append(block[max(0, begin - at):end - at])
+                parts.append(block[max(0, begin - at) : end - at])
             at += len(block)
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def word_span(recent: RecentAudio, sample_rate: int, time_s: float, window_s: float
-              ) -> tuple[float, float]:
+def word_span(
+    recent: RecentAudio, sample_rate: int, time_s: float, window_s: float
+) -> tuple[float, float]:
     """Where the detected word lies: the loud part (within 20 dB of the peak) of the
     model window that ended at the detection."""
     end = min(recent.end, round(time_s * sample_rate))
@@ -271,9 +322,14 @@ def word_span(recent: RecentAudio, sample_rate: int, time_s: float, window_s: fl
     return round(begin / sample_rate + s, 3), round(begin / sample_rate + e, 3)
 
 
-def run_transcription(model: Recognizer, items: Iterable[tuple[str, str | None]],
-                      out: Path | None, settings: Settings, resume: bool = False,
-                      progress: Callable[[int], Any] | None = None) -> Summary:
+def run_transcription(
+    model: Recognizer,
+    items: Iterable[tuple[str, str | None]],
+    out: Path | None,
+    settings: Settings,
+    resume: bool = False,
+    progress: Callable[[int], Any] | None = None,
+) -> Summary:
     """Transcribe items into out (stdout if None), skipping what out holds when resuming."""
     done = prepare_resume(out) if resume and out is not None else set()
     writer = RowWriter(out, append=resume and out is not None and out.exists())

@@ -3,6 +3,7 @@
 Every key a config may hold appears in DEFAULTS; anything else, or a value of the wrong
 type, is an error before any work starts.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,8 @@ DEFAULTS: dict[str, Any] = {
         # For a Speech Commands layout: the command words; other words become _unknown_.
         # null means every folder is its own class (custom word lists).
         "words": COMMANDS,
-        "silence_fraction": 0.1,   # _silence_ examples, as a fraction of the training set
-        "unknown_fraction": 0.1,   # _unknown_ examples, as a fraction of the training set
+        "silence_fraction": 0.1,  # _silence_ examples, as a fraction of the training set
+        "unknown_fraction": 0.1,  # _unknown_ examples, as a fraction of the training set
         "validation_percent": 10,  # hash split used when list files are missing
         "testing_percent": 10,
     },
@@ -35,30 +36,30 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.1,
         "dense_units": 0,
         "bidirectional": False,
-        "conv": None,              # e.g. {filters: [16], kernel: 5, stride: 2} (crnn)
+        "conv": None,  # e.g. {filters: [16], kernel: 5, stride: 2} (crnn)
     },
     "augment": {
-        "noise_prob": 0.8,         # chance a training clip gets background noise mixed in
-        "noise_snr_db": [0.0, 20.0],    # speech-to-noise ratio of mixed-in noise, uniform in dB
+        "noise_prob": 0.8,  # chance a training clip gets background noise mixed in
+        "noise_snr_db": [0.0, 20.0],  # speech-to-noise ratio of mixed-in noise, uniform in dB
         "silence_dbfs": [-70.0, -10.0],  # RMS level of _silence_ clips cut from the noise
-        "time_shift_ms": 100.0,    # random shift in [-x, x]
-        "gain_db": 6.0,            # random gain in [-x, x] dB
-        "speed": 0.0,              # speed perturbation: factor drawn in [1 - x, 1 + x]
-        "mixup": 0.0,              # mixup Beta(alpha, alpha); 0 turns it off
-        "spec_augment": None,      # e.g. {time_masks: 2, time_width: 10, freq_masks: 2, freq_width: 5}
+        "time_shift_ms": 100.0,  # random shift in [-x, x]
+        "gain_db": 6.0,  # random gain in [-x, x] dB
+        "speed": 0.0,  # speed perturbation: factor drawn in [1 - x, 1 + x]
+        "mixup": 0.0,  # mixup Beta(alpha, alpha); 0 turns it off
+        "spec_augment": None,  # e.g. {time_masks: 2, time_width: 10, freq_masks: 2, freq_width: 5}
     },
     "train": {
         "epochs": 40,
         "batch_size": 64,
         "learning_rate": 0.002,
-        "schedule": "cosine",      # cosine | constant
+        "schedule": "cosine",  # cosine | constant
         "warmup_epochs": 1,
         "label_smoothing": 0.0,
         "weight_decay": 0.0,
-        "clipnorm": 0.0,           # >0: clip each gradient to this norm (plain RNNs need it)
-        "patience": 10,            # early stopping on validation accuracy
-        "ema": 0.0,                # >0: keep an exponential moving average of the weights
-                                   # with this momentum and validate/save the averaged model
+        "clipnorm": 0.0,  # >0: clip each gradient to this norm (plain RNNs need it)
+        "patience": 10,  # early stopping on validation accuracy
+        "ema": 0.0,  # >0: keep an exponential moving average of the weights
+        # with this momentum and validate/save the averaged model
     },
 }
 
@@ -78,9 +79,11 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
-                              re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def load_yaml(text: str):
@@ -95,8 +98,10 @@ def _check(value: Any, default: Any, path: tuple[str, ...]) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         unknown = set(value) - set(default)
         if unknown:
-            raise ConfigError(f"unknown config key: {where + '.' if where else ''}{sorted(unknown)[0]}"
-                              f" (known: {', '.join(sorted(default))})")
+            raise ConfigError(
+                f"unknown config key: {where + '.' if where else ''}{sorted(unknown)[0]}"
+                f" (known: {', '.join(sorted(default))})"
+            )
         return {k: _check(value.get(k, v), v, path + (k,)) for k, v in default.items()}
     if path in _FREE or value is None and default is None:
         return value
@@ -104,7 +109,12 @@ def _check(value: Any, default: Any, path: tuple[str, ...]) -> Any:
         ok = isinstance(value, bool)
     elif isinstance(default, (int, float)):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and isinstance(default, int) and not isinstance(default, bool) and value != int(value):
+        if (
+            ok
+            and isinstance(default, int)
+            and not isinstance(default, bool)
+            and value != int(value)
+        ):
             ok = False
         if ok and value < 0:
             raise ConfigError(f"{where}: must not be negative, got {value!r}")
@@ -161,19 +171,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
         FrontEnd.from_dict(cfg["front_end"])
     except ValueError as exc:
         raise ConfigError(f"front_end: {exc}") from None
-    if not cfg["model"]["units"] or not all(isinstance(u, int) and u > 0 for u in cfg["model"]["units"]):
-        raise ConfigError(f"model.units: expected a list of positive integers, got {cfg['model']['units']!r}")
+    if not cfg["model"]["units"] or not all(
+        isinstance(u, int) and u > 0 for u in cfg["model"]["units"]
+    ):
+        raise ConfigError(
+            f"model.units: expected a list of positive integers, got {cfg['model']['units']!r}"
+        )
     for key in ("noise_snr_db", "silence_dbfs"):
         pair = cfg["augment"][key]
-        if len(pair) != 2 or not all(isinstance(v, (int, float)) for v in pair) \
-                or pair[0] > pair[1]:
+        if (
+            len(pair) != 2
+            or not all(isinstance(v, (int, float)) for v in pair)
+            or pair[0] > pair[1]
+        ):
             raise ConfigError(f"augment.{key}: expected [low, high], got {pair!r}")
         cfg["augment"][key] = [float(v) for v in pair]
     words = cfg["data"]["words"]
-    if words is not None and (not isinstance(words, list) or not words or not all(
-            isinstance(w, str) and w and not w.startswith(".") for w in words)):
-        raise ConfigError(f"data.words: expected a list of words (folder names) or null, "
-                          f"got {words!r}")
+    if words is not None and (
+        not isinstance(words, list)
+        or not words
+        or not all(isinstance(w, str) and w and not w.startswith(".") for w in words)
+    ):
+        raise ConfigError(
+            f"data.words: expected a list of words (folder names) or null, got {words!r}"
+        )
     if cfg["data"]["silence_fraction"] >= 1 or cfg["data"]["unknown_fraction"] >= 1:
         raise ConfigError("data.silence_fraction and data.unknown_fraction must be below 1")
     return cfg

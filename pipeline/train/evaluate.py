@@ -1,4 +1,5 @@
 """Scores and plots: accuracy, per-class precision/recall, confusion matrix, curves."""
+
 from __future__ import annotations
 
 import csv
@@ -26,16 +27,19 @@ def report(y_true, y_pred, labels: list[str]) -> dict:
     return {
         "accuracy": float(tp.sum() / n) if n else 0.0,
         "n": n,
-        "per_class": {l: {"precision": round(float(p), 4), "recall": round(float(r), 4),
-                          "support": int(s)}
-                      for l, p, r, s in zip(labels, precision, recall, cm.sum(1))},
+        "per_class": {
+            l: {"precision": round(float(p), 4), "recall": round(float(r), 4), "support": int(s)}
+            for l, p, r, s in zip(labels, precision, recall, cm.sum(1))
+        },
         "confusion": cm.tolist(),
     }
 
 
 def format_report(rep: dict, labels: list[str]) -> str:
-    lines = [f"accuracy {rep['accuracy']:.4f} on {rep['n']} clips",
-             f"{'label':<12} {'precision':>9} {'recall':>7} {'n':>5}"]
+    lines = [
+        f"accuracy {rep['accuracy']:.4f} on {rep['n']} clips",
+        f"{'label':<12} {'precision':>9} {'recall':>7} {'n':>5}",
+    ]
     for l in labels:
         c = rep["per_class"][l]
         lines.append(f"{l:<12} {c['precision']:>9.3f} {c['recall']:>7.3f} {c['support']:>5}")
@@ -63,8 +67,15 @@ def plot_confusion(cm, labels: list[str], path: Path, title: str = "") -> None:
     for i in range(len(labels)):
         for j in range(len(labels)):
             if cm[i, j]:
-                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    cm[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black",
+                )
     ax.set_title(title)
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
@@ -83,8 +94,12 @@ def plot_history(history_csv: Path, path: Path) -> None:
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + key in rows[0]:
-                ax.plot(epochs, [float(r[prefix + key]) for r in rows], style,
-                        label=(prefix or "train_") + key)
+                ax.plot(
+                    epochs,
+                    [float(r[prefix + key]) for r in rows],
+                    style,
+                    label=(prefix or "train_") + key,
+                )
         ax.set_xlabel("epoch")
         ax.legend()
         ax.grid(alpha=0.3)
@@ -93,15 +108,16 @@ def plot_history(history_csv: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(model_path: str | Path, data: str, split: str | None = None,
-             plot: Path | None = None) -> tuple[dict, list[str]]:
+def evaluate(
+    model_path: str | Path, data: str, split: str | None = None, plot: Path | None = None
+) -> tuple[dict, list[str]]:
     """Score a trained model (run dir, .keras, clip or streaming .tflite) on a data source.
 
     split defaults to 'test' for a Speech Commands archive folder and to every clip for
     the test layout or a folder-per-label set."""
+    from pipeline.data.sources import evaluation_batches, open_source
     from pipeline.train.config import load_config
     from pipeline.train.runs import load_run, model_file, run_config
-    from pipeline.data.sources import evaluation_batches, open_source
 
     path = Path(model_path)
     if path.suffix == ".tflite":
@@ -116,6 +132,7 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
 
         def predict_batch(x):
             return model(x, training=False).numpy()
+
     # the data settings of training (words, silence level) travel beside the model
     has_config = (model_file(path).parent / "config.yaml").exists()
     cfg = run_config(path) if has_config else load_config()
@@ -129,6 +146,7 @@ def evaluate(model_path: str | Path, data: str, split: str | None = None,
         raise ValueError(f"{data}: no clips to evaluate")
     rep = report(np.concatenate(y_true), np.concatenate(y_pred), labels)
     if plot:
-        plot_confusion(rep["confusion"], labels, plot, f"{path.name}: accuracy {rep['accuracy']:.3f}")
+        plot_confusion(
+            rep["confusion"], labels, plot, f"{path.name}: accuracy {rep['accuracy']:.3f}"
+        )
     return rep, labels
-

@@ -3,6 +3,7 @@
 A run killed at any point resumes from its last finished epoch when started again with
 the same RUN_DIR (Keras BackupAndRestore); model.keras always holds the best epoch so far.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,13 @@ import tensorflow as tf
 import yaml
 
 from models import build_from_config
-from pipeline.train.config import ConfigError, load_yaml
-from pipeline.train.evaluate import format_report, plot_confusion, plot_history, report
+from pipeline.data.sources import evaluation_batches, open_source
 from pipeline.data.tfdata import training_batches
 from pipeline.runtime.files import atomic_write, atomic_write_text
 from pipeline.runtime.labels import silence_index
 from pipeline.runtime.params import FrontEnd, save_model_info
-from pipeline.data.sources import evaluation_batches, open_source
+from pipeline.train.config import ConfigError, load_yaml
+from pipeline.train.evaluate import format_report, plot_confusion, plot_history, report
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -42,8 +43,9 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is not None and value > self.best:
             self.best = float(value)
             atomic_write(self.path, lambda tmp: self.model.save(tmp))
-            atomic_write_text(self.record, json.dumps({self.monitor: self.best,
-                                                       "epoch": epoch + 1}) + "\n")
+            atomic_write_text(
+                self.record, json.dumps({self.monitor: self.best, "epoch": epoch + 1}) + "\n"
+            )
 
 
 def lr_schedule(cfg: dict, steps_per_epoch: int):
@@ -53,13 +55,18 @@ def lr_schedule(cfg: dict, steps_per_epoch: int):
     total = max(1, t["epochs"] * steps_per_epoch)
     warmup = min(total - 1, int(t["warmup_epochs"] * steps_per_epoch))
     return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup else t["learning_rate"], total - warmup, alpha=0.02,
-        warmup_target=t["learning_rate"] if warmup else None, warmup_steps=warmup)
+        0.0 if warmup else t["learning_rate"],
+        total - warmup,
+        alpha=0.02,
+        warmup_target=t["learning_rate"] if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def _one_hot(n):
     def f(x, y):
         return x, tf.one_hot(y, n)
+
     return f
 
 
@@ -78,8 +85,10 @@ def _resolved_config(run_dir: Path, cfg: dict, source: str) -> dict:
     if saved_path.exists():
         saved = load_yaml(saved_path.read_text())
         if saved != wanted:
-            raise ConfigError(f"{run_dir} holds a run with a different config or data; "
-                              "use a new --out or the same settings to resume")
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config or data; "
+                "use a new --out or the same settings to resume"
+            )
     return wanted
 
 
@@ -102,11 +111,21 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
 
     silence = silence_index(labels)
     t = cfg["train"]
-    train_ds = training_batches(data.waves("train"), data.count("train"), fe, data.noise,
-                                cfg["augment"], silence, len(labels), t["batch_size"],
-                                cfg["seed"])
+    train_ds = training_batches(
+        data.waves("train"),
+        data.count("train"),
+        fe,
+        data.noise,
+        cfg["augment"],
+        silence,
+        len(labels),
+        t["batch_size"],
+        cfg["seed"],
+    )
+
     def evaluation(split):
         return evaluation_batches(data, data.waves(split), cfg, cfg["seed"] + 1, t["batch_size"])
+
     val_ds = evaluation("validation")
 
     model = build_from_config(cfg, fe, len(labels))
@@ -121,9 +140,11 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
         opt_kw.update(use_ema=True, ema_momentum=t["ema"])
     if t["clipnorm"]:
         opt_kw["clipnorm"] = t["clipnorm"]
-    model.compile(optimizer=opt_cls(lr_schedule(cfg, steps), **opt_kw),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=t["label_smoothing"]),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=opt_cls(lr_schedule(cfg, steps), **opt_kw),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t["label_smoothing"]),
+        metrics=["accuracy"],
+    )
     if verbose:
         model.summary()
     callbacks = [
@@ -135,13 +156,22 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
     ]
     start = time.time()
-    model.fit(train_ds, validation_data=val_ds.map(_one_hot(len(labels))), epochs=t["epochs"],
-              callbacks=callbacks, verbose=verbose)
+    model.fit(
+        train_ds,
+        validation_data=val_ds.map(_one_hot(len(labels))),
+        epochs=t["epochs"],
+        callbacks=callbacks,
+        verbose=verbose,
+    )
     train_seconds = time.time() - start
 
     best = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
-    metrics = {"parameters": int(best.count_params()), "train_seconds": round(train_seconds, 1),
-               "epochs_run": _epochs_run(run_dir / "history.csv"), "counts": data.counts()}
+    metrics = {
+        "parameters": int(best.count_params()),
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": _epochs_run(run_dir / "history.csv"),
+        "counts": data.counts(),
+    }
     for split in ("validation", "test"):
         if data.count(split):
             y, p = predict(best, evaluation(split))
@@ -149,8 +179,12 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
             metrics[split] = {k: rep[k] for k in ("accuracy", "n", "per_class")}
             if verbose:
                 print(f"\n{split}:\n{format_report(rep, labels)}")
-            plot_confusion(rep["confusion"], labels, run_dir / f"confusion_{split}.png",
-                           f"{split} accuracy {rep['accuracy']:.3f}")
+            plot_confusion(
+                rep["confusion"],
+                labels,
+                run_dir / f"confusion_{split}.png",
+                f"{split} accuracy {rep['accuracy']:.3f}",
+            )
     plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -158,4 +192,3 @@ def train(cfg: dict, source: str, run_dir: str | Path, verbose: int = 1) -> dict
 
 def _epochs_run(history_csv: Path) -> int:
     return max(0, len(history_csv.read_text().splitlines()) - 1) if history_csv.exists() else 0
-

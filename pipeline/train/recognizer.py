@@ -1,5 +1,6 @@
 """A trained run (model.keras) used for transcription: needs TensorFlow, so it lives on the
 training side; the runtime's Recognizer protocol is all transcription needs."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -44,17 +45,23 @@ class KerasRecognizer:
         from pipeline.train.runs import load_run
 
         model, self.front_end, self.labels = load_run(path)
-        self._call = tf.function(lambda x: model(x, training=False), input_signature=[
-            tf.TensorSpec([None, self.front_end.clip_samples], tf.float32)])
+        self._call = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, self.front_end.clip_samples], tf.float32)],
+        )
         self._path, self._stream_batch, self._stream = path, max(2, stream_batch), None
         self.segment_s = segment_s
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
         return self._call(clips).numpy()
 
-    def timeline(self, blocks: Iterable[np.ndarray], samples: int | None = None
-                 ) -> Iterator[np.ndarray]:
+    def timeline(
+        self, blocks: Iterable[np.ndarray], samples: int | None = None
+    ) -> Iterator[np.ndarray]:
         if self._stream is None:
             self._stream = KerasStream(self._path, self._stream_batch)
-        return segmented_stream(self._stream, blocks, *segment_layout(
-            self.front_end, self.segment_s, samples, self._stream.batch))
+        return segmented_stream(
+            self._stream,
+            blocks,
+            *segment_layout(self.front_end, self.segment_s, samples, self._stream.batch),
+        )

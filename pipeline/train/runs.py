@@ -1,4 +1,5 @@
 """Loading a trained model with the facts that travel with it (front end, labels)."""
+
 from __future__ import annotations
 
 from pathlib import Path
