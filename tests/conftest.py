@@ -39,6 +39,23 @@ def tiny_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def pretrained() -> Path:
+    """The bundled export (models/pretrained): a real model that labels demo words right."""
+    from pipeline.runtime.recognizer import pretrained_dir
+
+    return pretrained_dir()
+
+
+def held_out_clip(word: str, i: int = 0) -> Path:
+    """The i-th (0 or 1) demo test clip of a command word: its speaker is in the test split
+    of the data the bundled model was trained on, so it never heard it."""
+    listed = [
+        rel for rel in (DEMO / "testing_list.txt").read_text().split() if rel.split("/")[0] == word
+    ]
+    return DEMO / listed[i]
+
+
 STREAM_BATCH = 5  # lanes of stream_batch_float.tflite in the test export
 CLIP_BATCH = 8  # clips per call of model_batch_float.tflite in the test export
 
@@ -67,3 +84,10 @@ def demo_clips(n: int = 12) -> np.ndarray:
     files = sorted(p for p in DEMO.glob("*/*.wav") if p.parent.name != "_background_noise_")
     pick = files[:: max(1, len(files) // n)][:n]
     return np.stack([fit_to_length(load_audio(f, 16000), 16000) for f in pick])
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that train or export (through the tiny run's fixtures) are slow."""
+    for item in items:
+        if {"tiny_run", "tiny_export"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -1,16 +1,20 @@
 """Test streams from real clips and the detection scorer."""
+
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from pipeline.data.folders import audio_files, labelled_clips
 from pipeline.runtime.audio import speech_span
-from pipeline.runtime.streams import Found, Truth, build_stream, read_truth, score
+from pipeline.runtime.streams import Found, Truth, build_stream, pick_threshold, read_truth, score
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,10 +29,10 @@ def test_build_stream_places_words_where_the_truth_says(demo_data):
     assert "_unknown_" in labels and len(labels) > 3 and "_silence_" not in labels
     for t in truths:
         assert 0 <= t.start_s < t.end_s <= 60
-        inside = audio[int(t.start_s * 16000):int(t.end_s * 16000)]
-        before = audio[max(0, int(t.start_s * 16000) - 8000):int(t.start_s * 16000) - 1600]
+        inside = audio[int(t.start_s * 16000) : int(t.end_s * 16000)]
+        before = audio[max(0, int(t.start_s * 16000) - 8000) : int(t.start_s * 16000) - 1600]
         # no background: the speech span is much louder than the gap before the clip
-        assert np.mean(inside ** 2) > 10 * np.mean(before ** 2) + 1e-9
+        assert np.mean(inside**2) > 10 * np.mean(before**2) + 1e-9
     again, truths_again = build_stream(clips, noise, 60.0, seed=1, background_volume=0.0)
     assert truths_again == truths and np.array_equal(again, audio)
 
@@ -41,13 +45,20 @@ def test_speech_span_finds_a_burst():
 
 
 def test_score_counts_matches_wrong_labels_misses_and_false_accepts():
-    truths = [Truth("yes", 1.0, 1.5), Truth("no", 5.0, 5.4), Truth("_unknown_", 9.0, 9.4),
-              Truth("up", 13.0, 13.4), Truth("go", 17.0, 17.4)]
-    found = [Found("yes", 1.1, 1.6),            # matched
-             Found("yes", 1.3, 1.6),            # a second detection of the same word
-             Found("off", 5.0, 5.4),            # wrong label
-             Found("left", 9.0, 9.4),           # a command on an unknown word
-             Found("up", 14.5, 14.9)]           # too late: a miss and a false accept
+    truths = [
+        Truth("yes", 1.0, 1.5),
+        Truth("no", 5.0, 5.4),
+        Truth("_unknown_", 9.0, 9.4),
+        Truth("up", 13.0, 13.4),
+        Truth("go", 17.0, 17.4),
+    ]
+    found = [
+        Found("yes", 1.1, 1.6),  # matched
+        Found("yes", 1.3, 1.6),  # a second detection of the same word
+        Found("off", 5.0, 5.4),  # wrong label
+        Found("left", 9.0, 9.4),  # a command on an unknown word
+        Found("up", 14.5, 14.9),
+    ]  # too late: a miss and a false accept
     s = score(truths, found, 3600.0, tolerance_s=0.75)
     assert s["commands"] == 4
     assert (s["correct"], s["wrong"], s["missed"], s["false_accepts"]) == (1, 1, 2, 3)
@@ -63,10 +74,25 @@ def test_score_prefers_the_right_label_when_two_detections_compete():
 
 def test_make_and_score_stream_scripts(demo_data, tmp_path):
     wav = tmp_path / "stream.wav"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_stream.py"), "--clips",
-                        str(demo_data), "--split", "train", "--noise",
-                        str(demo_data / "_background_noise_"), "--minutes", "0.5",
-                        "--out", str(wav)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_stream.py"),
+            "--clips",
+            str(demo_data),
+            "--split",
+            "train",
+            "--noise",
+            str(demo_data / "_background_noise_"),
+            "--minutes",
+            "0.5",
+            "--out",
+            str(wav),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     truths = read_truth(tmp_path / "stream_truth.csv")
     assert sf.info(wav).duration == 30.0 and len(truths) == 10
@@ -77,8 +103,216 @@ def test_make_and_score_stream_scripts(demo_data, tmp_path):
     lines += [f"{wav},detection,{t.label},0.9,,,{t.start_s},{t.end_s},," for t in commands]
     lines.append(f"{wav},recording,,,,30.0,,,{len(commands)},")
     results.write_text("\n".join(lines) + "\n")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "score_stream.py"), "--truth",
-                        str(tmp_path / "stream_truth.csv"), "--results", str(results)],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "score_stream.py"),
+            "--truth",
+            str(tmp_path / "stream_truth.csv"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     assert "100.0% matched" in r.stdout and "0.0 false accepts/hour" in r.stdout
+
+
+def _speech_folder(demo_data: Path, folder: Path) -> Path:
+    """Two recordings of 'other speech' unlike the clips: several words in a row, at
+    another rate, in stereo and in FLAC."""
+    folder.mkdir()
+    words = sorted((demo_data / "happy").glob("*.wav")) + sorted((demo_data / "tree").glob("*.wav"))
+    for i in range(2):
+        audio = np.concatenate([sf.read(w, dtype="float32")[0] for w in words[i::2]])
+        sf.write(folder / f"talk{i}.flac", np.stack([audio, audio], axis=1)[::2], 8000)
+    return folder
+
+
+def test_negative_stream_holds_no_command_word(demo_data, tmp_path):
+    wav = tmp_path / "negative.wav"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_stream.py"),
+            "--negative",
+            "--clips",
+            str(demo_data),
+            "--split",
+            "train",
+            "--noise",
+            str(demo_data / "_background_noise_"),
+            "--speech",
+            str(_speech_folder(demo_data, tmp_path / "talk")),
+            "--minutes",
+            "1",
+            "--background-volume",
+            "0",
+            "--out",
+            str(wav),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    truths = read_truth(tmp_path / "negative_truth.csv")
+    audio, rate = sf.read(wav, dtype="float32")
+    assert rate == 16000 and len(audio) == 60 * 16000 and len(truths) == 20
+    assert {t.label for t in truths} == {"_unknown_"}
+    speech = [t for t in truths if "@" in t.source]
+    words = [t for t in truths if "@" not in t.source]
+    assert speech and words
+    assert all(t.source.split("@")[0].endswith(".flac") for t in speech)
+    assert {Path(t.source).parent.name for t in words} <= {
+        "bed",
+        "cat",
+        "happy",
+        "marvin",
+        "one",
+        "tree",
+    }
+    for t in truths:  # no background noise: each word is where the truth says
+        inside = audio[int(t.start_s * 16000) : int(t.end_s * 16000)]
+        assert np.mean(inside**2) > 1e-5
+    # every detection on it is a false accept
+    s = score(truths, [Found("yes", 1.0, 1.3), Found("go", 30.0, 30.3)], 60.0)
+    assert (s["commands"], s["false_accepts"], s["false_accepts_per_hour"]) == (0, 2, 120.0)
+
+
+def test_negative_stream_needs_other_words():
+    clips = labelled_clips(ROOT / "demo" / "speech_commands_sample", "train")
+    commands_only = [(p, label) for p, label in clips if label != "_unknown_"]
+    with pytest.raises(ValueError, match="no _unknown_ clips or other speech"):
+        build_stream(commands_only, [], 30.0, unknown_percent=100)
+
+
+def test_pick_threshold_takes_the_most_matches_within_the_target():
+    rows = [
+        {"threshold": t, "matched_pct": m, "false_accepts_per_hour": fa, "commands": 10}
+        for t, m, fa in ((0.5, 90.0, 9.0), (0.6, 80.0, 2.0), (0.7, 80.0, 1.0), (0.8, 60.0, 0.0))
+    ]
+    assert pick_threshold(rows, 2.0)["threshold"] == 0.6
+    assert pick_threshold(rows, 0.5)["threshold"] == 0.8
+    assert pick_threshold(rows[:1], 2.0) is None
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_sweep_scores_each_threshold_as_a_transcription_does(demo_data, tiny_export, tmp_path):
+    """One model pass, many thresholds: each row equals transcribing the stream at that
+    threshold and scoring the result. The barely trained test model needs low ones."""
+    wav = tmp_path / "stream.wav"
+    _run(
+        "make_stream.py",
+        "--clips",
+        str(demo_data),
+        "--split",
+        "train",
+        "--noise",
+        str(demo_data / "_background_noise_"),
+        "--minutes",
+        "1",
+        "--out",
+        str(wav),
+    )
+    truth = tmp_path / "stream_truth.csv"
+    thresholds = ["0.08", "0.1", "0.12", "0.15", "0.2", "0.9"]
+    r = _run(
+        "score_stream.py",
+        "--sweep",
+        "--model",
+        str(tiny_export),
+        "--audio",
+        str(wav),
+        "--truth",
+        str(truth),
+        "--out",
+        str(tmp_path / "sweep"),
+        "--thresholds",
+        *thresholds,
+        "--target-fa",
+        "100000",
+    )
+    with open(tmp_path / "sweep" / "sweep.csv", newline="") as f:
+        rows = {r["threshold"]: r for r in csv.DictReader(f)}
+    assert list(rows) == thresholds
+    assert (tmp_path / "sweep" / "det.png").read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "| threshold | matched % |" in table and table.count("\n| 0.") == len(thresholds)
+    assert table in r.stdout
+    pick = json.loads(r.stdout.splitlines()[-1])
+    assert pick["target_fa_per_hour"] == 100000  # every threshold qualifies: the best one
+    assert pick["matched_pct"] == max(float(row["matched_pct"]) for row in rows.values())
+    detections = [int(row["detections"]) for row in rows.values()]
+    assert detections[0] > 0 and detections[-1] == 0
+    for t in thresholds[1:4]:
+        results = tmp_path / f"results_{t}.csv"
+        _run(
+            "transcribe.py",
+            "--model",
+            str(tiny_export),
+            str(wav),
+            "--out",
+            str(results),
+            "--threshold",
+            t,
+        )
+        scored = json.loads(
+            _run(
+                "score_stream.py", "--truth", str(truth), "--results", str(results)
+            ).stdout.splitlines()[-1]
+        )
+        assert {k: str(v) for k, v in scored.items()} == {
+            k: v for k, v in rows[t].items() if k != "threshold"
+        }
+
+
+def test_sweep_on_a_negative_stream_reports_false_accepts_only(demo_data, tiny_export, tmp_path):
+    wav = tmp_path / "negative.wav"
+    _run(
+        "make_stream.py",
+        "--negative",
+        "--clips",
+        str(demo_data),
+        "--split",
+        "train",
+        "--noise",
+        str(demo_data / "_background_noise_"),
+        "--minutes",
+        "0.5",
+        "--out",
+        str(wav),
+    )
+    out = tmp_path / "sweep"
+    r = _run(
+        "score_stream.py",
+        "--sweep",
+        "--model",
+        str(tiny_export / "stream_float.tflite"),
+        "--audio",
+        str(wav),
+        "--out",
+        str(out),
+        "--thresholds",
+        "0.1",
+        "0.5",
+    )
+    table = (out / "sweep.md").read_text()
+    assert (
+        "negative stream" in table and "| threshold | detections | false accepts / hour |" in table
+    )
+    assert (out / "det.png").is_file()
+    assert json.loads(r.stdout.splitlines()[-1])["threshold"] == 0.5  # nothing at 0.5

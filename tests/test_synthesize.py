@@ -3,7 +3,9 @@
 Real demo recordings stand in for engine output, so everything but the engines themselves
 is tested on machines without any TTS installed; a real espeak-ng run is added where it is.
 """
+
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,11 +15,32 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.train.config import load_config
 from pipeline.data.folders import NOISE_DIR, UNKNOWN, load_dataset
-from pipeline.synthetic.synthesize import (ENGINES, MAX_SAMPLES, SAMPLE_RATE, Engine, Job, Mbrola,
-                                 SynthesisError, Variant, Voice, clip_path, finish, merge,
-                                 plan, run_job, run_jobs, working_voices, write_clip)
+from pipeline.runtime.audio import fit_to_length
+from pipeline.synthetic.synthesize import (
+    COMMAND_FRAGMENTS,
+    CONFUSABLE_WORDS,
+    ENGINES,
+    MAX_SAMPLES,
+    SAMPLE_RATE,
+    Engine,
+    Job,
+    Mbrola,
+    SynthesisError,
+    Variant,
+    Voice,
+    clip_path,
+    confusables,
+    finish,
+    merge,
+    plan,
+    run_job,
+    run_jobs,
+    working_voices,
+    write_clip,
+)
+from pipeline.train.config import COMMANDS, load_config
+from scripts.synthesize import main as synthesize_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "synthesize.py"
@@ -54,8 +77,7 @@ def test_finish_keeps_quiet_tails_and_drops_a_noise_floor():
 
 
 def test_plan_is_seeded_and_spread_over_engines():
-    voices = {"a": [Voice("a", f"v{i}") for i in range(50)], "b": [Voice("b", "x")],
-              "none": []}
+    voices = {"a": [Voice("a", f"v{i}") for i in range(50)], "b": [Voice("b", "x")], "none": []}
     jobs = plan({"yes": 300, "cat": 20}, voices, seed=3)
     assert jobs == plan({"yes": 300, "cat": 20}, voices, seed=3)
     assert jobs != plan({"yes": 300, "cat": 20}, voices, seed=4)
@@ -69,8 +91,9 @@ def _fake_synth(demo_data: Path, out: Path) -> list[Path]:
     """Demo recordings written the way synthesized clips are."""
     paths = []
     for word in ("yes", "bed", "apple"):  # a command, an auxiliary word, a new word
-        for i, src in enumerate(sorted((demo_data / ("yes" if word == "apple" else word))
-                                       .glob("*.wav"))[:3]):
+        for i, src in enumerate(
+            sorted((demo_data / ("yes" if word == "apple" else word)).glob("*.wav"))[:3]
+        ):
             audio, rate = sf.read(src, dtype="float32")
             variant = Variant(1.0, 1.0, 1.0 + i / 20)
             path = clip_path(out, word, Voice("espeak-ng", "en-us+f2"), variant, i)
@@ -113,8 +136,7 @@ def test_merge_puts_every_synthetic_clip_in_train(demo_data, tmp_path):
     yes = both.labels.index("yes")
     assert all(train[c.relative_to(synth)] == yes for c in clips if c.parent.name == "yes")
     pool = load_dataset(merged, {**CFG, "silence_fraction": 0.0, "unknown_fraction": 0.8})
-    unknown = {Path(p).relative_to(merged) for p, label in pool.splits["train"]
-               if label == 1}
+    unknown = {Path(p).relative_to(merged) for p, label in pool.splits["train"] if label == 1}
     assert {c.relative_to(synth) for c in clips if c.parent.name != "yes"} <= unknown
     assert pool.labels[1] == UNKNOWN
 
@@ -131,26 +153,38 @@ class _Replay(Engine):
 
     name, binary = "replay", sys.executable
 
-    def __init__(self, sources: dict[str, Path], stderr: str = ""):
-        self.sources, self.stderr = sources, stderr
+    def __init__(self, sources: dict[str, Path], stderr: str = "", default: Path | None = None):
+        self.sources, self.stderr, self.default = sources, stderr, default
 
     def voices(self) -> list[str]:
         return ["a", "mute", "b"]
 
     def command(self, voice: str, text: str, wav: Path, v: Variant) -> list[str]:
-        code = ("import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2]); "
-                "sys.stderr.write(sys.argv[3])")
+        code = (
+            "import shutil, sys; shutil.copy(sys.argv[1], sys.argv[2]); "
+            "sys.stderr.write(sys.argv[3])"
+        )
         if voice == "mute":
             code = "import sys; sys.exit('no voice data')"
-        return [self.binary, "-c", code, str(self.sources[text]), str(wav), self.stderr]
+        return [
+            self.binary,
+            "-c",
+            code,
+            str(self.sources.get(text, self.default)),
+            str(wav),
+            self.stderr,
+        ]
 
 
 def test_jobs_run_engines_and_skip_what_is_not_a_clip(demo_data, tmp_path, monkeypatch):
     audio, rate = _speech(demo_data)
     sf.write(tmp_path / "word.wav", audio, rate)
     sf.write(tmp_path / "long.wav", np.tile(audio, 2), rate)  # two words, 2.6 s
-    sources = {"yes": tmp_path / "word.wav", "test": tmp_path / "word.wav",
-               "no": tmp_path / "long.wav"}
+    sources = {
+        "yes": tmp_path / "word.wav",
+        "test": tmp_path / "word.wav",
+        "no": tmp_path / "long.wav",
+    }
     monkeypatch.setitem(ENGINES, "replay", _Replay(sources))
     voices = working_voices([ENGINES["replay"]], workers=2)
     assert [v.name for v in voices["replay"]] == ["a", "b"]  # "mute" made no sound
@@ -167,10 +201,71 @@ def test_jobs_run_engines_and_skip_what_is_not_a_clip(demo_data, tmp_path, monke
         run_job(jobs[0], tmp_path / "out2")
 
 
+def test_confusables_are_real_single_words_and_no_homophones():
+    assert set(CONFUSABLE_WORDS) == set(COMMAND_FRAGMENTS) == set(COMMANDS)
+    every = confusables(COMMANDS)
+    assert len(every) == len(set(every))  # each once ("aw" is the first half of on and off)
+    assert all(re.fullmatch(r"[a-z]+", w) for w in every)
+    assert not set(every) & set(COMMANDS)
+    # homophones of a command are the command to a listener; "one" is a Speech Commands
+    # word already, and its homophone "won" is no command's
+    assert not set(every) & {"know", "noh", "write", "rite", "wright", "won", "one"}
+    assert all(len(CONFUSABLE_WORDS[c]) >= 4 for c in COMMANDS)
+    assert confusables(["yes"]) == CONFUSABLE_WORDS["yes"] + ["ye"]
+    assert confusables(["lights_on", "lights_off"]) == []
+
+
+def test_confusables_become_unknown_word_folders(demo_data, tmp_path, monkeypatch):
+    audio, rate = _speech(demo_data)
+    sf.write(tmp_path / "word.wav", fit_to_length(audio, rate // 2), rate)  # any take fits 1 s
+    monkeypatch.setitem(ENGINES, "replay", _Replay({}, default=tmp_path / "word.wav"))
+    out, merged = tmp_path / "synth", tmp_path / "merged"
+    assert (
+        synthesize_main(
+            [
+                "--out",
+                str(out),
+                "--engines",
+                "replay",
+                "--words",
+                "yes",
+                "left",
+                "--unknown-words",
+                "bed",
+                "yet",
+                "--confusables",
+                "--per-word",
+                "1",
+                "--per-unknown-word",
+                "1",
+                "--per-confusable-word",
+                "2",
+                "--merge-with",
+                str(demo_data),
+                "--merged",
+                str(merged),
+            ]
+        )
+        == 0
+    )
+    alike = confusables(["yes", "left"])
+    assert "yet" in alike and "lef" in alike and "ye" in alike
+    counts = {d.name: len(list(d.glob("tts-replay-*.wav"))) for d in out.iterdir()}
+    assert counts == {"yes": 1, "left": 1, "bed": 1, **{w: 2 for w in alike}}
+    data = load_dataset(merged, {**CFG, "silence_fraction": 0.0, "unknown_fraction": 0.9})
+    unknown = {
+        Path(p).parent.name
+        for p, label in data.splits["train"]
+        if label == data.labels.index(UNKNOWN) and "tts-" in p
+    }
+    assert set(alike) <= unknown
+
+
 def _run(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"PATH": path} if path is not None else {})}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_no_engine_is_one_clear_line(tmp_path):
@@ -189,8 +284,16 @@ def test_merge_only_needs_no_engine(demo_data, tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
     _fake_synth(demo_data, tmp_path / "synth")
-    proc = _run("--out", str(tmp_path / "synth"), "--merge-only", "--merge-with", str(demo_data),
-                "--merged", str(tmp_path / "merged"), path=str(empty))
+    proc = _run(
+        "--out",
+        str(tmp_path / "synth"),
+        "--merge-only",
+        "--merge-with",
+        str(demo_data),
+        "--merged",
+        str(tmp_path / "merged"),
+        path=str(empty),
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "merged" / "apple").iterdir())) == 3
 
@@ -203,10 +306,22 @@ def test_espeak_ng_clips(tmp_path):
     assert rate == SAMPLE_RATE and 0.15 * rate < len(audio) <= MAX_SAMPLES
     assert abs(20 * np.log10(np.abs(audio).max()) + 9.0) < 0.1
     # speech energy fills the trimmed clip: no long silent head or tail left
-    frames = np.sqrt((audio[:len(audio) // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))
+    frames = np.sqrt((audio[: len(audio) // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))
     assert frames[:3].max() > frames.max() * 0.01 and frames[-3:].max() > frames.max() * 0.01
-    proc = _run("--out", str(tmp_path / "s"), "--engines", "espeak-ng", "--words", "yes",
-                "--unknown-words", "bed", "--per-word", "4", "--per-unknown-word", "2")
+    proc = _run(
+        "--out",
+        str(tmp_path / "s"),
+        "--engines",
+        "espeak-ng",
+        "--words",
+        "yes",
+        "--unknown-words",
+        "bed",
+        "--per-word",
+        "4",
+        "--per-unknown-word",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "s" / "yes").glob("tts-espeak-ng-*_nohash_*.wav"))) == 4
     assert len(list((tmp_path / "s" / "bed").glob("*.wav"))) == 2

@@ -160,6 +160,7 @@ def test_word_subset_and_model_label_order(local_spec, demo_data):
         open_source(f"tfds:{local_spec}", {**cfg, "words": ["yes", "bed"]}, FE)
 
 
+@pytest.mark.slow
 def test_training_run_from_tfds(local_spec, tmp_path):
     from conftest import TINY
 

@@ -18,6 +18,7 @@ def _epochs(run: Path) -> list[int]:
     return [int(line.split(",")[0]) for line in lines]
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"
     cmd = TRAIN + [
@@ -50,6 +51,7 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["test"]["n"] > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tmp_path):
     from pipeline.train.config import load_config
     from pipeline.train.fit import train
@@ -73,6 +75,7 @@ def test_resume_refuses_a_different_config(tiny_run):
         train(load_config(None, TINY + ["model.units=[8]"]), str(DEMO), tiny_run, verbose=0)
 
 
+@pytest.mark.slow
 def test_bad_config_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: gru\n  unitz: [8]\n")
@@ -95,6 +98,7 @@ def test_bad_config_fails_before_any_work(tmp_path):
     assert result.returncode == 2 and "train.epochs: expected int" in result.stderr
 
 
+@pytest.mark.slow
 def test_training_on_custom_words_uses_folder_names(demo_data, tmp_path):
     import shutil
 

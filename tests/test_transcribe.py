@@ -21,15 +21,15 @@ from pipeline.runtime.inputs import expand_inputs
 from pipeline.runtime.recognizer import open_model, segmented_stream
 from pipeline.runtime.rows import RowWriter, prepare_resume, read_rows
 from pipeline.runtime.transcribe import EXIT_SOME_FAILED, Settings, run_transcription
-from tests.conftest import STREAM_BATCH
+from tests.conftest import STREAM_BATCH, held_out_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "transcribe.py"
 
 
 @pytest.fixture(scope="session")
-def clip_model(tiny_export) -> Path:
-    return tiny_export / "model_batch_float.tflite"
+def clip_model(pretrained) -> Path:
+    return pretrained
 
 
 def _demo_clip(demo_data: Path, word: str = "yes", i: int = 0) -> Path:
@@ -312,8 +312,8 @@ def _sparse_recording(
 ) -> np.ndarray:
     rng = np.random.default_rng(0)
     audio = (rng.standard_normal(round(seconds * rate)) * 0.002).astype(np.float32)
-    for at, word in words:
-        clip = load_audio(_demo_clip(demo_data, word, 1), rate)
+    for k, (at, word) in enumerate(words):
+        clip = load_audio(held_out_clip(word, k % 2), rate)
         start = round(at * rate)
         audio[start : start + len(clip)] += clip
     return audio
@@ -330,8 +330,6 @@ def test_long_recording_timeline_rows_and_plot(demo_data, clip_model, tmp_path):
             str(clip_model),
             "--out",
             str(out),
-            "--threshold",
-            "0.3",
             "--plot",
             str(tmp_path / "plots"),
             str(rec),
@@ -344,10 +342,11 @@ def test_long_recording_timeline_rows_and_plot(demo_data, clip_model, tmp_path):
     detections = rows[:-1]
     assert summary["kind"] == "recording" and float(summary["duration_s"]) == 17.0
     assert int(summary["detections"]) == len(detections)
-    for d in detections:
+    # every word found once, in its place, and nothing else
+    assert [d["label"] for d in detections] == [w for _, w in words]
+    for d, (at, _) in zip(detections, words):
         assert d["kind"] == "detection" and d["path"] == str(rec)
-        assert 0 <= float(d["start_s"]) < float(d["end_s"]) <= 17.0
-        assert float(d["score"]) > 0.3
+        assert at <= float(d["start_s"]) < float(d["end_s"]) <= at + 1.0
     pngs = list((tmp_path / "plots").glob("*.png"))
     assert len(pngs) == 1
     import matplotlib.image
@@ -394,7 +393,13 @@ def test_one_hour_recording_streams_in_bounded_memory(demo_data, clip_model, tmp
     rows = read_rows(out)
     assert rows[-1]["kind"] == "recording" and rows[-1]["duration_s"] == 3600.0
     assert len(rows) - 1 == rows[-1]["detections"]
-    assert all(0 <= r["start_s"] < r["end_s"] <= 3600 for r in rows[:-1])
+    # 8 kHz audio lacks the upper half of the model's band: not every word is found, but
+    # every detection is a spoken word in its place
+    spoken = {w: at for at, w in words}
+    assert len(rows) - 1 >= len(words) // 2
+    assert all(
+        spoken[r["label"]] <= r["start_s"] < r["end_s"] <= spoken[r["label"]] + 1 for r in rows[:-1]
+    )
 
 
 def test_rows_and_plot_do_not_depend_on_the_block_size(demo_data, clip_model, tmp_path):
@@ -490,11 +495,12 @@ def test_implausible_headers_get_error_rows_and_the_run_goes_on(odd_files, clip_
         main(["--min-rate", "0", good])
 
 
-def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, clip_model):
+def test_keras_run_directory_gives_the_same_labels(odd_files, tiny_run, tiny_export):
     items = [(str(odd_files[n]), None) for n in ("good", "pcm24", "float_48k")]
     from pipeline.train.recognizer import KerasRecognizer
 
-    keras_model, tfl_model = KerasRecognizer(tiny_run, 16), open_model(clip_model)
+    keras_model = KerasRecognizer(tiny_run, 16)
+    tfl_model = open_model(tiny_export / "model_batch_float.tflite")
     clips = np.stack([load_audio(p, 16000)[:16000] for p, _ in items])
     np.testing.assert_allclose(keras_model.predict(clips), tfl_model.predict(clips), atol=1e-4)
 

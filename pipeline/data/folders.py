@@ -118,9 +118,15 @@ def _split_of(root: Path, f: Path, lists: dict[str, set[str]], cfg: dict, seed: 
 
 
 def load_dataset(
-    source: str | Path, data_cfg: dict, seed: int = 0, labels: list[str] | None = None
+    source: str | Path,
+    data_cfg: dict,
+    seed: int = 0,
+    labels: list[str] | None = None,
+    balance: bool = True,
 ) -> Dataset:
-    """Lists the examples of a local source. labels fixes the label order (evaluation)."""
+    """Lists the examples of a local source. labels fixes the label order (evaluation).
+    balance=False keeps every _unknown_ clip of an archive folder and makes no _silence_
+    (test streams draw their own words)."""
     root = Path(source)
     if not root.is_dir():
         raise FileNotFoundError(f"{source}: data folder not found")
@@ -164,6 +170,9 @@ def load_dataset(
                 unknown[split].append((str(f), index[UNKNOWN]))
     rng = random.Random(seed)
     for split in SPLITS:
+        if not balance:
+            ds.splits[split] = known[split] + sorted(unknown[split])
+            continue
         extra = extra_counts(len(known[split]), data_cfg)
         pool = sorted(unknown[split])
         rng.shuffle(pool)
@@ -219,10 +228,13 @@ def load_clip(path: str, fe: FrontEnd) -> np.ndarray:
     return fit_to_length(load_audio(path, fe.sample_rate), fe.clip_samples)
 
 
-def labelled_clips(root: str | Path, split: str = "test") -> list[tuple[str, str]]:
+def labelled_clips(
+    root: str | Path, split: str = "test", balance: bool = True
+) -> list[tuple[str, str]]:
     """(path, label) of one split of a clip set: the 12-class test layout (everything is
-    'test') or a training-archive folder (its list files; other words become _unknown_)."""
+    'test') or a training-archive folder (its list files; other words become _unknown_,
+    the training recipe's share of them unless balance=False)."""
     from pipeline.train.config import DEFAULTS
 
-    ds = load_dataset(root, DEFAULTS["data"])
+    ds = load_dataset(root, DEFAULTS["data"], balance=balance)
     return [(p, ds.labels[i]) for p, i in ds.splits.get(split, []) if p]

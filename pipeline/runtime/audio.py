@@ -299,3 +299,22 @@ def speech_span(
     power = np.mean(audio[: frames * n].reshape(frames, n).astype(np.float64) ** 2, axis=1)
     loud = np.flatnonzero(power >= power.max() * 10 ** (floor_db / 10))
     return loud[0] * n / sample_rate, (loud[-1] + 1) * n / sample_rate
+
+
+def word_span(
+    audio_between: Callable[[int, int], np.ndarray],
+    length: int,
+    time_s: float,
+    sample_rate: int,
+    window_s: float,
+) -> tuple[float, float]:
+    """(start_s, end_s) of a word detected at time_s: the loud part (speech_span) of the
+    model window that ended there. audio_between(begin, end) gives samples of a signal of
+    `length` samples, so a stream that keeps only recent audio can answer too."""
+    end = min(length, round(time_s * sample_rate))
+    begin = max(0, end - round(window_s * sample_rate))
+    if end - begin < sample_rate // 100:
+        s, e = 0.0, (end - begin) / sample_rate
+    else:
+        s, e = speech_span(audio_between(begin, end), sample_rate)
+    return round(begin / sample_rate + s, 3), round(begin / sample_rate + e, 3)

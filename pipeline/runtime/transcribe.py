@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits, Header, speech_span, stream_audio
+from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits, Header, stream_audio, word_span
 from pipeline.runtime.detector import CommandDetector, Detection
 from pipeline.runtime.errors import AudioError, one_line
 from pipeline.runtime.inputs import decoded
@@ -223,7 +223,7 @@ class Transcriber:
             detector = CommandDetector(labels, hop / sr, **self._detector_options)
             for probs in self.model.timeline(read(), expected):
                 for d in detector.process(probs):
-                    start, end = word_span(recent, sr, d.time_s, fe.clip_seconds)
+                    start, end = word_span(recent.span, recent.end, d.time_s, sr, fe.clip_seconds)
                     found.append(d)
                     rows.append(
                         {
@@ -307,19 +307,6 @@ class RecentAudio:
                 parts.append(block[max(0, begin - at) : end - at])
             at += len(block)
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def word_span(
-    recent: RecentAudio, sample_rate: int, time_s: float, window_s: float
-) -> tuple[float, float]:
-    """Where the detected word lies: the loud part (within 20 dB of the peak) of the
-    model window that ended at the detection."""
-    end = min(recent.end, round(time_s * sample_rate))
-    begin = max(0, end - round(window_s * sample_rate))
-    if end - begin < sample_rate // 100:
-        return round(begin / sample_rate, 3), round(end / sample_rate, 3)
-    s, e = speech_span(recent.span(begin, end), sample_rate)
-    return round(begin / sample_rate + s, 3), round(begin / sample_rate + e, 3)
 
 
 def run_transcription(

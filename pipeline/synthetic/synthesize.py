@@ -6,6 +6,7 @@ OUT/<word>/tts-<engine>-<voice>_<variant>_nohash_<n>.wav; the "tts-" speaker pre
 never appear in the real validation/testing lists, so a merged folder puts every
 synthetic clip in the training split.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,10 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -32,17 +33,136 @@ MAX_SAMPLES = SAMPLE_RATE  # the classifier sees one second
 PREFIX = "tts"
 MERGE_MARKER = ".synthetic_merge"
 
-AUX_WORDS = ["backward", "bed", "bird", "cat", "dog", "eight", "five", "follow", "forward",
-             "four", "happy", "house", "learn", "marvin", "nine", "one", "seven", "sheila",
-             "six", "three", "tree", "two", "visual", "wow", "zero"]
+AUX_WORDS = [
+    "backward",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "eight",
+    "five",
+    "follow",
+    "forward",
+    "four",
+    "happy",
+    "house",
+    "learn",
+    "marvin",
+    "nine",
+    "one",
+    "seven",
+    "sheila",
+    "six",
+    "three",
+    "tree",
+    "two",
+    "visual",
+    "wow",
+    "zero",
+]
 # Extra _unknown_ words; homophones of the commands (know, write, ...) are left out on purpose.
-COMMON_WORDS = ["about", "after", "again", "always", "because", "before", "black", "book",
-                "bright", "call", "come", "day", "door", "drop", "every", "find", "first",
-                "gone", "good", "great", "hand", "help", "here", "home", "just", "keep",
-                "lift", "light", "little", "look", "make", "money", "morning", "music",
-                "never", "night", "open", "people", "place", "play", "please", "small",
-                "start", "table", "thank", "there", "think", "today", "top", "town", "under",
-                "water", "where", "window", "world", "yellow", "yet"]
+COMMON_WORDS = [
+    "about",
+    "after",
+    "again",
+    "always",
+    "because",
+    "before",
+    "black",
+    "book",
+    "bright",
+    "call",
+    "come",
+    "day",
+    "door",
+    "drop",
+    "every",
+    "find",
+    "first",
+    "gone",
+    "good",
+    "great",
+    "hand",
+    "help",
+    "here",
+    "home",
+    "just",
+    "keep",
+    "lift",
+    "light",
+    "little",
+    "look",
+    "make",
+    "money",
+    "morning",
+    "music",
+    "never",
+    "night",
+    "open",
+    "people",
+    "place",
+    "play",
+    "please",
+    "small",
+    "start",
+    "table",
+    "thank",
+    "there",
+    "think",
+    "today",
+    "top",
+    "town",
+    "under",
+    "water",
+    "where",
+    "window",
+    "world",
+    "yellow",
+    "yet",
+]
+# Hard negatives for the ten commands, for _unknown_: single real words that sound like a
+# command but differ from it in a sound or two. Left out on purpose: homophones (know for
+# no, write/rite/wright for right), which are the command as far as a listener can tell,
+# and longer words holding a whole command as a syllable (ago, upon, often, downtown),
+# where the command really is spoken.
+CONFUSABLE_WORDS = {
+    "yes": ["yet", "yeah", "yell", "guess", "less", "mess"],
+    "no": ["now", "nope", "note", "nose", "snow", "low"],
+    "up": ["pup", "cup", "cut", "hub", "us"],
+    "down": ["town", "clown", "brown", "crown", "gown", "noun", "dawn"],
+    "left": ["lift", "loft", "theft", "lend", "lest"],
+    "right": ["light", "bright", "fight", "night", "ride", "white", "ripe"],
+    "on": ["con", "don", "own", "an", "in"],
+    "off": ["of", "cough", "scoff", "soft"],
+    "stop": ["stock", "shop", "top", "step", "stomp", "spot"],
+    "go": ["goat", "show", "grow", "goal", "glow", "dough"],
+}
+# The first half of each command, spelled for the engines (on and off share theirs): what a
+# streaming detector hears before the word is whole, so it learns to wait for the rest.
+COMMAND_FRAGMENTS = {
+    "yes": "ye",
+    "no": "nuh",
+    "up": "uh",
+    "down": "dow",
+    "left": "lef",
+    "right": "rai",
+    "on": "aw",
+    "off": "aw",
+    "stop": "staw",
+    "go": "guh",
+}
+
+
+def confusables(commands: list[str]) -> list[str]:
+    """The sound-alikes and first-half fragments of those of commands that have them, each
+    once, never a command itself."""
+    words: list[str] = []
+    for c in commands:
+        words += CONFUSABLE_WORDS.get(c, [])
+        if c in COMMAND_FRAGMENTS:
+            words.append(COMMAND_FRAGMENTS[c])
+    return [w for w in dict.fromkeys(words) if w not in commands]
+
 
 # espeak-ng variants that are effects rather than voices
 _ESPEAK_DENY = re.compile(r"robo|demonic|half-life|fast_test", re.I)
@@ -134,8 +254,18 @@ class Espeak(Engine):
 
     def command(self, voice: str, text: str, wav: Path, v: Variant) -> list[str]:
         pitch = min(99, max(0, round(50 + 80 * math.log2(v.pitch))))
-        return [self.binary, "-v", voice, "-s", str(round(175 * v.speed)), "-p", str(pitch),
-                "-w", str(wav), text]
+        return [
+            self.binary,
+            "-v",
+            voice,
+            "-s",
+            str(round(175 * v.speed)),
+            "-p",
+            str(pitch),
+            "-w",
+            str(wav),
+            text,
+        ]
 
 
 class Mbrola(Espeak):
@@ -163,8 +293,17 @@ class Flite(Engine):
         return [v for v in out.split(":", 1)[-1].split() if v != "awb_time"]
 
     def command(self, voice: str, text: str, wav: Path, v: Variant) -> list[str]:
-        return [self.binary, "-voice", voice, "--setf", f"duration_stretch={1 / v.speed:.3f}",
-                "-t", text, "-o", str(wav)]
+        return [
+            self.binary,
+            "-voice",
+            voice,
+            "--setf",
+            f"duration_stretch={1 / v.speed:.3f}",
+            "-t",
+            text,
+            "-o",
+            str(wav),
+        ]
 
 
 class Festival(Engine):
@@ -181,8 +320,16 @@ class Festival(Engine):
     def command(self, voice: str, text: str, wav: Path, v: Variant) -> list[str]:
         txt = wav.with_suffix(".txt")
         txt.write_text(text + "\n")
-        return [self.binary, "-o", str(wav), "-eval", f"(voice_{voice})",
-                "-eval", f"(Parameter.set 'Duration_Stretch {1 / v.speed:.3f})", str(txt)]
+        return [
+            self.binary,
+            "-o",
+            str(wav),
+            "-eval",
+            f"(voice_{voice})",
+            "-eval",
+            f"(Parameter.set 'Duration_Stretch {1 / v.speed:.3f})",
+            str(txt),
+        ]
 
 
 class Pico(Engine):
@@ -192,16 +339,19 @@ class Pico(Engine):
         return ["en-US", "en-GB"]
 
     def command(self, voice: str, text: str, wav: Path, v: Variant) -> list[str]:
-        markup = (f'<speed level="{v.speed * 100:.0f}"><pitch level="{v.pitch * 100:.0f}">'
-                  f"{text}</pitch></speed>")
+        markup = (
+            f'<speed level="{v.speed * 100:.0f}"><pitch level="{v.pitch * 100:.0f}">'
+            f"{text}</pitch></speed>"
+        )
         return [self.binary, "-l", voice, "-w", str(wav), markup]
 
 
 ENGINES: dict[str, Engine] = {e.name: e for e in (Espeak(), Mbrola(), Flite(), Festival(), Pico())}
 
 
-def finish(audio: np.ndarray, rate: float, stretch: float, peak_db: float,
-           range_db: float = 60.0) -> np.ndarray:
+def finish(
+    audio: np.ndarray, rate: float, stretch: float, peak_db: float, range_db: float = 60.0
+) -> np.ndarray:
     """Engine output to a training clip: 16 kHz, silence trimmed, peak at peak_db dBFS.
 
     Resampling from rate * stretch applies the speed perturbation in the same step. Trimming
@@ -211,7 +361,7 @@ def finish(audio: np.ndarray, rate: float, stretch: float, peak_db: float,
     clip = resample(np.asarray(audio, np.float32), rate * stretch, SAMPLE_RATE)
     frame = SAMPLE_RATE // 100
     n = len(clip) // frame
-    rms = np.sqrt((clip[:n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
+    rms = np.sqrt((clip[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
     if n == 0 or rms.max() <= 1e-6:
         raise ValueError("no sound in the engine's output")
     db = 20 * np.log10(np.maximum(rms, 1e-9))
@@ -232,8 +382,9 @@ def clip_path(out: Path, word: str, voice: Voice, variant: Variant, index: int) 
 def working_voices(engines: list[Engine], workers: int = 2) -> dict[str, list[Voice]]:
     """Each engine's voices that really produce sound (a listed voice may lack its data)."""
     candidates = {e.name: [Voice(e.name, v) for v in e.voices()] for e in engines}
-    probes = {(v.engine, ENGINES[v.engine].probe_key(v.name)): v
-              for vs in candidates.values() for v in vs}
+    probes = {
+        (v.engine, ENGINES[v.engine].probe_key(v.name)): v for vs in candidates.values() for v in vs
+    }
     test = Variant(1.0, 1.0, 1.0)
 
     def works(voice: Voice) -> bool:
@@ -245,14 +396,21 @@ def working_voices(engines: list[Engine], workers: int = 2) -> dict[str, list[Vo
 
     with ThreadPoolExecutor(workers) as pool:
         ok = dict(zip(probes, pool.map(works, probes.values())))
-    return {name: [v for v in vs if ok[(name, ENGINES[name].probe_key(v.name))]]
-            for name, vs in candidates.items()}
+    return {
+        name: [v for v in vs if ok[(name, ENGINES[name].probe_key(v.name))]]
+        for name, vs in candidates.items()
+    }
 
 
-def plan(counts: dict[str, int], voices: dict[str, list[Voice]], seed: int,
-         perturb: float = 0.1, speed: tuple[float, float] = (0.6, 1.1),
-         pitch: tuple[float, float] = (0.8, 1.25),
-         peak_db: tuple[float, float] = (-20.0, -1.0)) -> list[Job]:
+def plan(
+    counts: dict[str, int],
+    voices: dict[str, list[Voice]],
+    seed: int,
+    perturb: float = 0.1,
+    speed: tuple[float, float] = (0.6, 1.1),
+    pitch: tuple[float, float] = (0.8, 1.25),
+    peak_db: tuple[float, float] = (-20.0, -1.0),
+) -> list[Job]:
     """Draw engine, voice, variant and level for every clip.
 
     Engines are weighted by log(1 + voices): espeak-ng's hundreds of variant combinations
@@ -271,20 +429,28 @@ def plan(counts: dict[str, int], voices: dict[str, list[Voice]], seed: int,
     for word, n in counts.items():
         for index in range(n):
             engine = rng.choices(names, weights)[0]
-            variant = Variant(log_uniform(*speed), log_uniform(*pitch),
-                              rng.uniform(1 - perturb, 1 + perturb))
-            jobs.append(Job(word, index, rng.choice(voices[engine]), variant,
-                            rng.uniform(*peak_db)))
+            variant = Variant(
+                log_uniform(*speed), log_uniform(*pitch), rng.uniform(1 - perturb, 1 + perturb)
+            )
+            jobs.append(
+                Job(word, index, rng.choice(voices[engine]), variant, rng.uniform(*peak_db))
+            )
     return jobs
 
 
-def _synthesize(engine: Engine, voice: str, text: str, variant: Variant,
-                peak_db: float) -> np.ndarray:
+def _synthesize(
+    engine: Engine, voice: str, text: str, variant: Variant, peak_db: float
+) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
         raw = Path(tmp) / "raw.wav"
         try:
-            proc = subprocess.run(engine.command(voice, text, raw, variant), capture_output=True,
-                                  text=True, timeout=60, check=False)
+            proc = subprocess.run(
+                engine.command(voice, text, raw, variant),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise SynthesisError(f"{engine.name} {voice}: timed out") from None
         if not raw.exists() or raw.stat().st_size <= 44:
@@ -301,11 +467,13 @@ def run_job(job: Job, out: Path, tries: int = 3) -> Path:
     variant = job.variant
     for _ in range(tries):
         try:
-            clip = _synthesize(ENGINES[job.voice.engine], job.voice.name, job.word, variant,
-                               job.peak_db)
+            clip = _synthesize(
+                ENGINES[job.voice.engine], job.voice.name, job.word, variant, job.peak_db
+            )
         except ValueError as exc:
-            raise SynthesisError(f"{job.voice.engine} {job.voice.name} '{job.word}': {exc}") \
-                from None
+            raise SynthesisError(
+                f"{job.voice.engine} {job.voice.name} '{job.word}': {exc}"
+            ) from None
         if len(clip) <= MAX_SAMPLES:
             path = clip_path(out, job.word, job.voice, variant, job.index)
             write_clip(path, clip)
@@ -314,8 +482,9 @@ def run_job(job: Job, out: Path, tries: int = 3) -> Path:
     raise SynthesisError(f"{job.voice.engine} {job.voice.name} '{job.word}': longer than 1 s")
 
 
-def run_jobs(jobs: list[Job], out: Path, workers: int = 2,
-             report: Callable[[str], None] = print) -> tuple[list[Path], list[str]]:
+def run_jobs(
+    jobs: list[Job], out: Path, workers: int = 2, report: Callable[[str], None] = print
+) -> tuple[list[Path], list[str]]:
     """Run jobs on a thread pool (the work is in the engine subprocesses)."""
     written, failed = [], []
     with ThreadPoolExecutor(workers) as pool:
@@ -346,7 +515,7 @@ def merge(real: Path, synthetic: Path, dest: Path) -> Counter:
     tmp = dest.with_name(f".{dest.name}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    for folder, dirs, files in os.walk(real, followlinks=True):
+    for folder, _dirs, files in os.walk(real, followlinks=True):
         here = tmp / Path(folder).relative_to(real)
         here.mkdir(parents=True, exist_ok=True)
         for f in files:
