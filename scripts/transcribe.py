@@ -30,6 +30,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+# Command-line flags of the AudioLimits fields: flag, field, type, metavar, meaning.
+LIMIT_FLAGS = (
+    ("--min-rate", "min_rate", int, "HZ", "lowest plausible sample rate"),
+    ("--max-rate", "max_rate", int, "HZ", "highest plausible sample rate"),
+    ("--max-channels", "max_channels", int, "N", "most channels a file may declare"),
+    ("--max-duration", "max_duration_s", float, "S", "longest plausible recording, seconds"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits
 
@@ -86,34 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         help="end with the summary as one JSON line on standard error",
     )
     limits = parser.add_argument_group("header limits (a file outside them gets an error row)")
-    limits.add_argument(
-        "--min-rate",
-        type=int,
-        default=DEFAULT_LIMITS.min_rate,
-        metavar="HZ",
-        help="lowest plausible sample rate (%(default)s)",
-    )
-    limits.add_argument(
-        "--max-rate",
-        type=int,
-        default=DEFAULT_LIMITS.max_rate,
-        metavar="HZ",
-        help="highest plausible sample rate (%(default)s)",
-    )
-    limits.add_argument(
-        "--max-channels",
-        type=int,
-        default=DEFAULT_LIMITS.max_channels,
-        metavar="N",
-        help="most channels a file may declare (%(default)s)",
-    )
-    limits.add_argument(
-        "--max-duration",
-        type=float,
-        default=DEFAULT_LIMITS.max_duration_s,
-        metavar="S",
-        help="longest plausible recording in seconds (%(default)g: 24 hours)",
-    )
+    for flag, field, kind, metavar, what in LIMIT_FLAGS:
+        default = getattr(DEFAULT_LIMITS, field)
+        limits.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{what} ({default:g})",
+        )
     args = parser.parse_args(argv)
     if args.top_k < 1 or args.batch < 1 or args.threads < 1:
         parser.error("--top-k, --batch and --threads must be at least 1")
@@ -124,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if (
         not 1 <= args.min_rate <= args.max_rate
         or args.max_channels < 1
-        or not args.max_duration > 0
+        or not args.max_duration_s > 0
     ):
         parser.error(
             "need 1 <= --min-rate <= --max-rate, --max-channels >= 1 and --max-duration > 0"
@@ -153,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         decode_workers=args.threads,
         plot_dir=Path(args.plot) if args.plot else None,
-        limits=AudioLimits(args.min_rate, args.max_rate, args.max_channels, args.max_duration),
+        limits=AudioLimits(**{field: getattr(args, field) for _, field, *_ in LIMIT_FLAGS}),
     )
     progress = None
     if sys.stderr.isatty():
