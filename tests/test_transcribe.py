@@ -172,6 +172,7 @@ def test_exit_status_zero_when_all_succeed_and_csv_on_stdout(odd_files, clip_mod
         top = row["top_k"].split()
         assert len(top) == 2 and top[0].split(":")[0] == row["label"]
         assert float(row["score"]) >= float(top[1].split(":")[1])
+        assert len(row["score"]) <= 6  # four decimals, no float32 residue
     assert "3 files" in r.stderr and "0 errors" in r.stderr
 
 

@@ -85,7 +85,8 @@ class Summary:
 def top_k_rows(probs: np.ndarray, labels: list[str], k: int) -> list[tuple[int, float, list]]:
     """(best index, best score, top-k list) per row, sorted once for the whole batch."""
     order = np.argsort(-probs, axis=1)[:, : max(1, k)]
-    scores = np.take_along_axis(probs, order, axis=1).round(4).tolist()
+    # rounded in float64: a float32 0.9602 prints as 0.9602000117301941
+    scores = np.take_along_axis(probs, order, axis=1).astype(np.float64).round(4).tolist()
     return [
         (o[0], s[0], [{"label": labels[j], "score": v} for j, v in zip(o[:k], s[:k])])
         for o, s in zip(order.tolist(), scores)
