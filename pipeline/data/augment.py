@@ -1,6 +1,6 @@
 """Waveform augmentation inside tf.data, with stateless random ops so runs repeat.
 
-SpecAugment lives in the model (pipeline/features.py) because it acts on features.
+SpecAugment lives in the model (models/specaugment.py) because it acts on features.
 """
 
 from __future__ import annotations
