@@ -1,8 +1,10 @@
 """Model registry: architectures built by name from a config section.
 
-Every model is written once and built in two modes, 'clip' (raw clip in, probabilities
-out: training, evaluation, clip export) and 'stream' (one hop plus state in, probabilities
-plus new state out), with the same layer names so weights move between them.
+Every model is written once and built in three modes with the same layer names, so
+weights move between them: 'clip' (raw clip in, probabilities out: training, evaluation,
+clip export), 'sequence' (audio of any length in, probabilities at every step out: training
+on long windows as the model will stream) and 'stream' (one hop plus state in,
+probabilities plus new state out).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ REGISTRY: dict[str, Callable[..., keras.Model]] = {
     "gru": functools.partial(stacked, cell="gru"),
     "crnn": crnn,
 }
-MODES = ("clip", "stream")
+MODES = ("clip", "sequence", "stream")
 
 
 def names() -> list[str]:
@@ -40,7 +42,7 @@ def build_model(
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(names())}")
     if mode not in MODES:
-        raise ValueError(f"mode must be 'clip' or 'stream', got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return REGISTRY[name](front_end, n_classes, mode=mode, batch_size=batch_size, **options)
 
 

@@ -29,8 +29,10 @@ class Graph:
         self.fe, self.mode = fe, mode
         self.state_inputs: list[keras.KerasTensor] = []
         self.state_outputs: list[keras.KerasTensor] = []
-        if mode == "clip":
-            self.audio = keras.Input((fe.clip_samples,), batch_size=batch_size, name="audio")
+        if mode in ("clip", "sequence"):
+            # a sequence model takes audio of any length and answers at every step
+            length = fe.clip_samples if mode == "clip" else None
+            self.audio = keras.Input((length,), batch_size=batch_size, name="audio")
             self.inputs = [self.audio]
             x = LogMel(fe.to_dict(), causal=True, name="logmel")(self.audio)
         else:
@@ -53,7 +55,7 @@ class Graph:
         return t
 
     def model(self, probs, name: str) -> keras.Model:
-        if self.mode == "clip":
+        if self.mode != "stream":
             return keras.Model(self.inputs, probs, name=name)
         return keras.Model(self.inputs, [probs, *self.state_outputs], name=name)
 
@@ -62,24 +64,26 @@ def normalized_steps(g: Graph, spec_augment: dict | None) -> keras.KerasTensor:
     """Standardise features (statistics adapted on training data), mask, stack into steps."""
     fe = g.fe
     x = layers.Normalization(axis=-1, name="feature_norm")(g.features)
-    if spec_augment and g.mode == "clip":
+    if spec_augment and g.mode != "stream":
         x = SpecAugment(**spec_augment, name="spec_augment")(x)
-    steps = fe.n_steps if g.mode == "clip" else 1
+    steps = {"clip": fe.n_steps, "sequence": -1, "stream": 1}[g.mode]
     return layers.Reshape((steps, fe.stack * fe.n_features), name="stack_frames")(x)
 
 
 def recurrent_stack(
     g: Graph, x, cell: str, units: list[int], dropout: float, bidirectional: bool
 ) -> keras.KerasTensor:
-    """Stacked recurrent layers; the top layer's last step feeds the head."""
+    """Stacked recurrent layers; the top layer's last step feeds the head (every step in
+    sequence mode, which trains the model on long audio as it will stream)."""
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-    if bidirectional and g.mode == "stream":
+    if bidirectional and g.mode != "clip":
         raise ValueError("a bidirectional model needs the whole clip and cannot stream")
     for i, n in enumerate(units):
         last = i == len(units) - 1
-        if g.mode == "clip":
-            layer = CELLS[cell](n, return_sequences=not last, name=f"{cell}{i}")
+        if g.mode != "stream":
+            every_step = not last or g.mode == "sequence"
+            layer = CELLS[cell](n, return_sequences=every_step, name=f"{cell}{i}")
             if bidirectional:
                 layer = layers.Bidirectional(layer, name=f"bi{cell}{i}")
             x = layer(x)
@@ -107,7 +111,7 @@ def conv_front_end(
     """A convolution across frequency on each step's chunk (the CRNN front end). The kernel
     spans one step in time, so it needs no state and streams exactly; the frames stacked
     into a step are its input channels."""
-    steps = x.shape[1]
+    steps = x.shape[1] or -1  # None in sequence mode
     x = layers.Reshape((steps, fe.stack, fe.n_features), name="chunks")(x)
     x = layers.Permute((1, 3, 2), name="freq_major")(x)  # [batch, steps, freq, frames]
     for i, f in enumerate(filters):

@@ -17,6 +17,11 @@ streamed from the file in blocks, so its length costs no memory.
 Rows go to --out (CSV, or JSONL for .jsonl) or to standard output as CSV; each names its
 input in `path` and a failed file carries `error`. A summary line goes to standard error.
 Exit status: 0 when every file succeeded, 3 when some failed, 2 on a usage error.
+
+With --ray [ADDRESS] the same rows come from a Ray cluster (docs/distributed.md): --out is
+then a folder or a bucket prefix (s3://, gs://) under which every run writes a new run-*
+prefix of part files (--format jsonl or parquet); @LIST manifests, local or in object
+storage, are read by the cluster, which is the way to give it millions of files.
 """
 
 from __future__ import annotations
@@ -94,6 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="end with the summary as one JSON line on standard error",
     )
+    cluster = parser.add_argument_group("on a Ray cluster (the [distributed] extra)")
+    cluster.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster: ADDRESS, else RAY_ADDRESS, else a local instance",
+    )
+    cluster.add_argument("--format", choices=["jsonl", "parquet"], help="part files (jsonl)")
+    cluster.add_argument("--actors", type=int, help="most model actors (3/4 of the CPUs)")
     limits = parser.add_argument_group("header limits (a file outside them gets an error row)")
     for flag, field, kind, metavar, what in LIMIT_FLAGS:
         default = getattr(DEFAULT_LIMITS, field)
@@ -110,6 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--top-k, --batch and --threads must be at least 1")
     if args.resume and not args.out:
         parser.error("--resume needs --out")
+    if args.ray is None and (args.format or args.actors):
+        parser.error("--format and --actors go with --ray")
+    if args.ray is not None:
+        from pipeline.distributed.cluster import check_address
+
+        if not args.out or args.plot:
+            parser.error("--ray needs --out (a folder or bucket prefix) and cannot --plot")
+        if args.actors is not None and args.actors < 1:
+            parser.error("--actors must be at least 1")
+        if args.ray:
+            try:
+                check_address(args.ray)
+            except ValueError as exc:
+                parser.error(str(exc))
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     if (
@@ -126,16 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.runtime.recognizer import is_export, open_model
     from pipeline.runtime.transcribe import EXIT_SOME_FAILED, Settings, run_transcription
 
-    try:
-        if args.model is None or is_export(args.model):
-            model = open_model(args.model, instances=args.threads)
-        else:
-            from pipeline.train.recognizer import KerasRecognizer
-
-            model = KerasRecognizer(args.model, stream_batch=16)
-    except (OSError, ValueError, RuntimeError, ModelError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
     settings = Settings(
         top_k=args.top_k,
         threshold=args.threshold,
@@ -146,6 +165,41 @@ def main(argv: list[str] | None = None) -> int:
         plot_dir=Path(args.plot) if args.plot else None,
         limits=AudioLimits(**{field: getattr(args, field) for _, field, *_ in LIMIT_FLAGS}),
     )
+    if args.ray is not None:
+        if args.model is not None and not is_export(args.model):
+            parser.error("--ray needs an exported model (.tflite or export folder)")
+        from pipeline.distributed.cluster import connect
+        from pipeline.distributed.transcribe import transcribe_on_ray
+
+        try:
+            connect(args.ray or None)
+            summary, prefix = transcribe_on_ray(
+                args.inputs,
+                args.out,
+                args.model,
+                settings,
+                args.format or "jsonl",
+                args.resume,
+                args.actors,
+                args.batch,
+            )
+        except (OSError, ValueError, RuntimeError, ModelError) as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        print(f"{summary.line()}; rows in {prefix}", file=sys.stderr)
+        if args.summary_json:
+            print(json.dumps({**summary.as_dict(), "prefix": prefix}), file=sys.stderr)
+        return EXIT_SOME_FAILED if summary.errors else 0
+    try:
+        if args.model is None or is_export(args.model):
+            model = open_model(args.model, instances=args.threads)
+        else:
+            from pipeline.train.recognizer import KerasRecognizer
+
+            model = KerasRecognizer(args.model, stream_batch=16)
+    except (OSError, ValueError, RuntimeError, ModelError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     progress = None
     if sys.stderr.isatty():
         from tqdm import tqdm

@@ -34,6 +34,31 @@ def test_streaming_twin_matches_clip_model(name):
     assert len(stream.outputs) == len(stream.inputs)  # probs + one new value per state
 
 
+@pytest.mark.parametrize("name", ["gru", "crnn"])
+def test_sequence_build_answers_at_every_step_as_the_stream_does(name):
+    """Trained on long audio, used on clips and streams: the sequence build's step k equals
+    the stream build after k + 1 hops, and its last step on a clip equals the clip build."""
+    clip = build_model(name, FE, 5, units=(12, 8), **OPTIONS[name])
+    sequence = build_model(name, FE, 5, mode="sequence", units=(12, 8), **OPTIONS[name])
+    stream = build_model(name, FE, 5, mode="stream", units=(12, 8), **OPTIONS[name])
+    clip.get_layer("feature_norm").adapt(
+        np.random.default_rng(1).normal(2, 3, (4, FE.n_frames, FE.n_features))
+    )
+    copy_weights(clip, sequence)
+    copy_weights(clip, stream)
+    audio = np.random.default_rng(0).normal(0, 0.1, (1, 3 * FE.clip_samples)).astype(np.float32)
+    steps = sequence(audio).numpy()
+    assert steps.shape == (1, 3 * FE.n_steps, 5)
+    np.testing.assert_allclose(
+        steps[:, FE.n_steps - 1], clip(audio[:, : FE.clip_samples]), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        steps[:, 2 * FE.n_steps - 1],
+        _stream(stream, audio[:, : 2 * FE.clip_samples], FE),
+        atol=1e-5,
+    )
+
+
 def test_bidirectional_is_clip_only():
     model = build_model("gru", FE, 3, units=(8,), bidirectional=True)
     assert model.output_shape == (None, 3)

@@ -28,6 +28,8 @@ PURPOSES = {
             "mix_b",
             "mix_perm",
             "silence",
+            "placement",
+            "background",
         ),
         start=1,
     )
@@ -43,18 +45,19 @@ def _uniform(seed, purpose: str, low=0.0, high=1.0):
     return tf.random.stateless_uniform([], seed=draw_seed(seed, purpose), minval=low, maxval=high)
 
 
-def noise_crop(noise: tf.Tensor, fe: FrontEnd, seed) -> tf.Tensor:
-    """A random clip-length cut of a random background-noise file."""
+def noise_crop(noise: tf.Tensor, fe: FrontEnd, seed, length: int | None = None) -> tf.Tensor:
+    """A random cut of a random background-noise file, a clip long unless length says."""
+    length = length or fe.clip_samples
     which = tf.random.stateless_uniform(
         [], seed=draw_seed(seed, "noise_file"), maxval=tf.shape(noise)[0], dtype=tf.int32
     )
     start = tf.random.stateless_uniform(
         [],
         seed=draw_seed(seed, "noise_start"),
-        maxval=tf.shape(noise)[1] - fe.clip_samples + 1,
+        maxval=tf.shape(noise)[1] - length + 1,
         dtype=tf.int32,
     )
-    return noise[which, start : start + fe.clip_samples]
+    return noise[which, start : start + length]
 
 
 def _rms(x):

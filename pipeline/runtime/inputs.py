@@ -74,9 +74,10 @@ def expand_inputs(
 Decoded = np.ndarray | Header | str  # a clip's audio, a recording's header, or a problem
 
 
-def _decode_chunk(
-    paths: list[str], sample_rate: int, longest: int, limits: AudioLimits
+def decode_files(
+    paths: list[str], sample_rate: int, longest: int, limits: AudioLimits = DEFAULT_LIMITS
 ) -> list[tuple[str, Decoded]]:
+    """(path, clip audio, recording header or problem) of each path, in order."""
     out: list[tuple[str, Decoded]] = []
     for p in paths:
         try:
@@ -105,7 +106,7 @@ def decoded(
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode")
 
     def submit(paths: list[str]) -> Future:
-        return pool.submit(_decode_chunk, paths, sample_rate, longest, limits)
+        return pool.submit(decode_files, paths, sample_rate, longest, limits)
 
     ahead: deque[tuple[Future | list, int]] = deque()
     in_flight, it, exhausted = 0, iter(items), False

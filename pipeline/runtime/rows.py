@@ -33,6 +33,11 @@ def _csv_value(key: str, value) -> str:
     return "" if value is None else str(value)
 
 
+def json_line(row: dict) -> str:
+    """A row as one JSONL line: empty fields left out."""
+    return json.dumps({k: v for k, v in row.items() if v not in (None, "")}) + "\n"
+
+
 class RowWriter:
     """CSV or JSONL by extension (CSV on stdout when path is None)."""
 
@@ -51,7 +56,7 @@ class RowWriter:
 
     def write(self, row: dict) -> None:
         if self.jsonl:
-            self.f.write(json.dumps({k: v for k, v in row.items() if v not in (None, "")}) + "\n")
+            self.f.write(json_line(row))
         else:
             self._csv.writerow([_csv_value(k, row.get(k)) for k in FIELDS])
 

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits, Header, stream_audio, word_span
 from pipeline.runtime.detector import CommandDetector, Detection
 from pipeline.runtime.errors import AudioError, one_line
-from pipeline.runtime.inputs import decoded
+from pipeline.runtime.inputs import Decoded, decoded
 from pipeline.runtime.plot import Envelope, Spectrogram
 from pipeline.runtime.recognizer import Recognizer
 from pipeline.runtime.rows import RowWriter, prepare_resume
@@ -111,18 +111,26 @@ class Transcriber:
         }
 
     def run(self, items: Iterable[tuple[str, str | None]]) -> Summary:
-        start = time.perf_counter()
-        clips: list[tuple[str, np.ndarray]] = []
-        pending: deque[tuple[Future, list]] = deque()
-        pool = ThreadPoolExecutor(self.model.instances, thread_name_prefix="infer")
-        try:
-            for path, audio in decoded(
+        """Decode items ahead in worker threads and transcribe them."""
+        return self.transcribe(
+            decoded(
                 items,
                 self.fe.sample_rate,
                 self.s.decode_workers,
                 self.fe.clip_samples,
                 self.s.limits,
-            ):
+            )
+        )
+
+    def transcribe(self, items: Iterable[tuple[str, Decoded]]) -> Summary:
+        """Rows of inputs already decoded (a clip's audio at the model's rate, a
+        recording's header, or a problem), however and wherever they were decoded."""
+        start = time.perf_counter()
+        clips: list[tuple[str, np.ndarray]] = []
+        pending: deque[tuple[Future, list]] = deque()
+        pool = ThreadPoolExecutor(self.model.instances, thread_name_prefix="infer")
+        try:
+            for path, audio in items:
                 if isinstance(audio, str):
                     self._error(path, audio)
                 elif isinstance(audio, np.ndarray) and len(audio) <= self.fe.clip_samples:

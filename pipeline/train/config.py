@@ -60,11 +60,16 @@ DEFAULTS: dict[str, Any] = {
         "patience": 10,  # early stopping on validation accuracy
         "ema": 0.0,  # >0: keep an exponential moving average of the weights
         # with this momentum and validate/save the averaged model
+        # Stream-native training (pipeline/data/windows.py): null trains on one-second clips
+        # answered at their last step; a mapping trains on windows with a target per step,
+        # e.g. {seconds: 2.0, target_s: 0.5, burn_in_s: 0.3, target_weight: 1.0}
+        "windows": None,
     },
 }
+WINDOW_KEYS = {"seconds": 2.0, "target_s": 0.5, "burn_in_s": 0.3, "target_weight": 1.0}
 
 # Keys whose value may be null or a mapping/number instead of the default's type.
-_FREE = {("data", "words"), ("model", "conv"), ("augment", "spec_augment")}
+_FREE = {("data", "words"), ("model", "conv"), ("augment", "spec_augment"), ("train", "windows")}
 _CHOICES = {("train", "schedule"): {"cosine", "constant"}}
 
 
@@ -197,4 +202,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
         )
     if cfg["data"]["silence_fraction"] >= 1 or cfg["data"]["unknown_fraction"] >= 1:
         raise ConfigError("data.silence_fraction and data.unknown_fraction must be below 1")
+    if cfg["train"]["windows"] is not None:
+        cfg["train"]["windows"] = _check_windows(cfg["train"]["windows"], cfg["front_end"])
     return cfg
+
+
+def _check_windows(value: Any, front_end: dict) -> dict:
+    """train.windows with its defaults filled in, each a positive number (burn-in may be
+    0), the window at least a clip long."""
+    if not isinstance(value, dict) or set(value) - set(WINDOW_KEYS):
+        raise ConfigError(
+            f"train.windows: expected a mapping of {', '.join(WINDOW_KEYS)}, got {value!r}"
+        )
+    out = {**WINDOW_KEYS, **value}
+    for key, v in out.items():
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or v < 0
+            or (v == 0 and key != "burn_in_s")
+        ):
+            raise ConfigError(f"train.windows.{key}: expected a positive number, got {v!r}")
+    if out["seconds"] < front_end["clip_seconds"]:
+        raise ConfigError(
+            f"train.windows.seconds: must be at least the clip length "
+            f"({front_end['clip_seconds']} s), got {out['seconds']}"
+        )
+    return {k: float(v) for k, v in out.items()}
