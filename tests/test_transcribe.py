@@ -539,3 +539,23 @@ def test_segmented_streaming_matches_each_segment_streamed_alone(
         alone = single.run(padded[j * segment * hop : (j * segment + warmup + segment) * hop])
         mine = got[j * segment : (j + 1) * segment]
         np.testing.assert_allclose(mine, alone[warmup : warmup + len(mine)], atol=2e-4)
+
+
+def test_the_phones_streaming_file_alone_labels_clips_and_recordings(
+    pretrained, demo_data, tmp_path
+):
+    """--model stream_int8.tflite: clips are streamed from the initial state, recordings
+    get their timeline from the same file."""
+    words = [(2.0, "yes"), (5.0, "no"), (8.0, "left")]
+    rec = tmp_path / "rec.wav"
+    sf.write(rec, _sparse_recording(demo_data, 11.0, 16000, words), 16000, subtype="PCM_16")
+    out = tmp_path / "rows.csv"
+    model = pretrained / "stream_int8.tflite"
+    r = _cli(
+        ["--model", str(model), "--out", str(out), str(held_out_clip("stop")), str(rec)],
+        check_tf=True,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert [r["label"] for r in rows if r["kind"] == "clip"] == ["stop"]
+    assert [d["label"] for d in rows if d["kind"] == "detection"] == [w for _, w in words]
