@@ -74,26 +74,19 @@ def test_score_prefers_the_right_label_when_two_detections_compete():
 
 def test_make_and_score_stream_scripts(demo_data, tmp_path):
     wav = tmp_path / "stream.wav"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "make_stream.py"),
-            "--clips",
-            str(demo_data),
-            "--split",
-            "train",
-            "--noise",
-            str(demo_data / "_background_noise_"),
-            "--minutes",
-            "0.5",
-            "--out",
-            str(wav),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    _run(
+        "make_stream.py",
+        "--clips",
+        str(demo_data),
+        "--split",
+        "train",
+        "--noise",
+        str(demo_data / "_background_noise_"),
+        "--minutes",
+        "0.5",
+        "--out",
+        str(wav),
     )
-    assert r.returncode == 0, r.stderr
     truths = read_truth(tmp_path / "stream_truth.csv")
     assert sf.info(wav).duration == 30.0 and len(truths) == 10
     # A transcription that found exactly the spoken commands scores 100%.
@@ -103,20 +96,9 @@ def test_make_and_score_stream_scripts(demo_data, tmp_path):
     lines += [f"{wav},detection,{t.label},0.9,,,{t.start_s},{t.end_s},," for t in commands]
     lines.append(f"{wav},recording,,,,30.0,,,{len(commands)},")
     results.write_text("\n".join(lines) + "\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "score_stream.py"),
-            "--truth",
-            str(tmp_path / "stream_truth.csv"),
-            "--results",
-            str(results),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    r = _run(
+        "score_stream.py", "--truth", str(tmp_path / "stream_truth.csv"), "--results", str(results)
     )
-    assert r.returncode == 0, r.stderr
     assert "100.0% matched" in r.stdout and "0.0 false accepts/hour" in r.stdout
 
 
