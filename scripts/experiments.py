@@ -72,6 +72,7 @@ def write_table(results: Path, table: Path) -> None:
     """Markdown rows between the page's markers for this results file (named by its stem),
     so one page can hold several tables; markers are appended when missing."""
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    rows = list({r["name"]: r for r in rows}.values())  # a rescored recipe: its last row
     lines = [
         "| recipe | data | overrides | params | val acc | test acc | epochs | train s | s/epoch |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -27,11 +27,13 @@ from pipeline.synthetic.synthesize import (  # noqa: E402
     AUX_WORDS,
     COMMON_WORDS,
     ENGINES,
+    NoEngineError,
     confusables,
+    installed,
     merge,
     plan,
     run_jobs,
-    working_voices,
+    usable_voices,
 )
 from pipeline.train.config import COMMANDS  # noqa: E402
 
@@ -112,28 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--merge-only needs --merge-with and --merged")
 
     if not args.merge_only:
-        engines = [ENGINES[e] for e in args.engines]
-        present = [e for e in engines if e.available()]
-        if not present:
-            print(
-                f"error: no TTS engine found (looked for {', '.join(args.engines)}); install "
-                f"one, e.g. `apt-get install {engines[0].install}`",
-                file=sys.stderr,
-            )
+        try:
+            present = installed(args.engines)
+            for e in [ENGINES[n] for n in args.engines]:
+                if e not in present:
+                    print(
+                        f"note: skipping {e.name}: `{e.binary}` not found "
+                        f"(apt-get install {e.install})"
+                    )
+            voices = usable_voices(present, args.workers)
+        except NoEngineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        for e in engines:
-            if e not in present:
-                print(
-                    f"note: skipping {e.name}: `{e.binary}` not found (apt-get install {e.install})"
-                )
-        voices = working_voices(present, args.workers)
         for name, vs in voices.items():
             print(f"{name}: {len(vs)} voices")
-        if not any(voices.values()):
-            print(
-                "error: the installed TTS engines produced no sound for any voice", file=sys.stderr
-            )
-            return 2
         others = list(
             dict.fromkeys(args.unknown_words + (COMMON_WORDS if args.common_words else []))
         )

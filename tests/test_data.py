@@ -134,3 +134,132 @@ def test_broken_training_file_is_skipped_not_fatal(demo_data, tmp_path, capfd):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="data folder not found"):
         load_dataset(tmp_path / "nope", CFG)
+
+
+def write_word_set(root: Path, speakers=("jackson", "nicolas", "theo", "yweweler"), takes=6):
+    """A folder-per-label set like the Free Spoken Digit Dataset: 8 kHz clips named
+    <digit>_<speaker>_<take>.wav, a different tone per word and per speaker."""
+    rng = np.random.default_rng(0)
+    t = np.arange(4000) / 8000
+    for w, word in enumerate(("zero", "one", "two")):
+        (root / word).mkdir(parents=True)
+        for s, speaker in enumerate(speakers):
+            for take in range(takes):
+                tone = 0.3 * np.sin(2 * np.pi * (300 + 200 * w + 40 * s) * t)
+                sf.write(
+                    root / word / f"{w}_{speaker}_{take}.wav",
+                    tone + rng.normal(0, 0.01, t.size),
+                    8000,
+                    subtype="PCM_16",
+                )
+    return root
+
+
+def test_speaker_of_names_the_speaker():
+    from pipeline.data.folders import speaker_of
+
+    d = Path("data")
+    assert speaker_of(d / "yes" / "0a7c2a8d_nohash_1.wav", d / "yes", None) == "0a7c2a8d"
+    assert speaker_of(d / "zero" / "0_jackson_12.wav", d / "zero", None) == "jackson"
+    assert speaker_of(d / "0" / "0_jackson_12.wav", d / "0", None) == "jackson"
+    assert speaker_of(d / "lights" / "anna" / "take-3.wav", d / "lights", None) == "anna"
+    assert speaker_of(d / "yes" / "yes_3.wav", d / "yes", None) is None
+    pattern = r"^rec-([a-z]+)-\d+"
+    assert speaker_of(d / "go" / "rec-bob-07.wav", d / "go", pattern) == "bob"
+    assert speaker_of(d / "go" / "bob_nohash_0.wav", d / "go", pattern) is None
+
+
+def test_few_speakers_hold_out_takes_so_every_voice_trains(tmp_path):
+    ds = load_dataset(write_word_set(tmp_path / "digits"), CFG)
+    assert ds.speakers == 4 and ds.native_rate == 8000
+    assert ds.split_rule.startswith("take split (4 speakers")
+    speakers = {s: {Path(p).stem.split("_")[1] for p, _ in ex} for s, ex in ds.splits.items()}
+    assert speakers["train"] == {"jackson", "nicolas", "theo", "yweweler"}
+    assert ds.counts()["validation"] > 0 and sum(ds.counts().values()) == 72
+
+
+def test_speaker_split_keeps_a_voice_for_validation_and_for_training(tmp_path):
+    root = write_word_set(tmp_path / "digits")
+    for cfg in ({**CFG, "few_speakers": 2}, {**CFG, "split": "speaker"}):
+        ds = load_dataset(root, cfg)
+        assert ds.split_rule == "speaker split (4 speakers)"
+        speakers = {s: {Path(p).stem.split("_")[1] for p, _ in ex} for s, ex in ds.splits.items()}
+        assert speakers["validation"] and speakers["train"]
+        assert not speakers["train"] & (speakers["validation"] | speakers["test"])
+    two = load_dataset(write_word_set(tmp_path / "two", ("ann", "bo")), {**CFG, "split": "speaker"})
+    assert all(two.counts()[s] == 18 for s in ("train", "validation"))
+    pattern = load_dataset(root, {**CFG, "split": "speaker", "speaker_pattern": r"^(\d+)_"})
+    assert pattern.speakers == 3  # the pattern decides: here the digit stands for the speaker
+    with pytest.raises(ValueError, match="needs a group"):
+        load_dataset(root, {**CFG, "speaker_pattern": r"^\d+_"})
+
+
+def test_nameless_takes_fall_back_to_a_take_split(tmp_path):
+    root = write_word_set(tmp_path / "digits")
+    for folder in root.iterdir():
+        for i, f in enumerate(sorted(folder.glob("*.wav"))):
+            f.rename(f.with_name(f"{folder.name}_{i}.wav"))
+    ds = load_dataset(root, {**CFG, "split": "speaker"})
+    assert ds.speakers is None and ds.split_rule.startswith("take split (no speaker")
+
+
+def _without_lists(src: Path, dst: Path) -> Path:
+    """The archive through symlinks, its validation/testing list files left out."""
+    dst.mkdir()
+    for p in src.iterdir():
+        if not p.name.endswith("_list.txt"):
+            (dst / p.name).symlink_to(p)
+    return dst
+
+
+@pytest.mark.parametrize("name", ["demo", "dev"])
+def test_archive_without_list_files_keeps_the_speech_commands_split(name, demo_data, tmp_path):
+    src = (
+        demo_data
+        if name == "demo"
+        else Path(__file__).parents[2] / "shared/data/speech_commands_dev"
+    )
+    if not src.is_dir():
+        pytest.skip(f"{src} not present")
+    root = _without_lists(src, tmp_path / "archive")
+    for words in (CFG["words"], None):
+        ds = load_dataset(root, {**CFG, "words": words, "unknown_fraction": 0.9}, balance=False)
+        files = {p for ex in ds.splits.values() for p, _ in ex if p}
+        assert ds.split_rule.startswith("speaker split") and ds.speakers == len(
+            {_speaker(p) for p in files}
+        )
+        assert all(hash_split(p, 10, 10) == s for s, ex in ds.splits.items() for p, _ in ex if p)
+    assert load_dataset(src, CFG).split_rule == "the validation/testing list files"
+
+
+def test_adapt_to_data_follows_a_small_band_limited_set(tmp_path):
+    from pipeline.data.sources import FolderSource
+    from pipeline.train.adapt import adapt_to_data
+
+    cfg = load_config()
+    data = FolderSource(load_dataset(write_word_set(tmp_path / "digits"), cfg["data"]), FrontEnd())
+    adapted, lines = adapt_to_data(cfg, data)
+    assert adapted["front_end"]["fmax"] == 3800.0 and cfg["front_end"]["fmax"] == 7600.0
+    assert adapted["augment"]["pitch"] == 2.0 and adapted["augment"]["vtlp"] == 0.1
+    assert cfg["augment"]["pitch"] is None
+    assert "recordings at 8000 Hz: front_end.fmax 7600 -> 3800" in lines
+    assert lines[0].startswith("data: 4 speakers; take split")
+    FrontEnd.from_dict(adapted["front_end"])
+    kept, _ = adapt_to_data(
+        load_config(None, ["data.follow_bandwidth=false", "augment.pitch=0.5"]), data
+    )
+    assert kept["front_end"]["fmax"] == 7600.0 and kept["augment"]["pitch"] == 0.5
+
+
+def test_adapt_to_data_leaves_the_speech_commands_recipe_alone(demo_data):
+    from pipeline.data.sources import FolderSource
+    from pipeline.train.adapt import adapt_to_data
+
+    cfg = load_config()
+    adapted, lines = adapt_to_data(
+        cfg, FolderSource(load_dataset(demo_data, cfg["data"]), FrontEnd())
+    )
+    assert adapted["augment"]["pitch"] == 0.0 and adapted["augment"]["vtlp"] == 0.0
+    cfg["augment"].update(pitch=0.0, vtlp=0.0)
+    assert adapted == cfg
+    assert lines[0] == "data: 90 speakers; the validation/testing list files"

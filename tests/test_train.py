@@ -140,3 +140,39 @@ def test_resumed_run_never_overwrites_a_better_model(tmp_path):
     assert path.read_bytes() == saved
     after.on_epoch_end(2, {"val_accuracy": 0.95})
     assert path.read_bytes() != saved
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_small_8khz_set_trains_on_its_band_and_resumes(tmp_path):
+    import keras
+
+    from pipeline.runtime.params import load_model_info
+    from pipeline.train.config import load_config, load_yaml
+    from pipeline.train.fit import Workers, train
+    from pipeline.train.runs import load_run
+    from tests.test_data import write_word_set
+
+    class KillAfterAnEpoch(keras.callbacks.Callback):
+        """Stops training once an epoch is saved, as a kill would."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            raise _Killed
+
+    data, run = str(write_word_set(tmp_path / "digits")), tmp_path / "run"
+    cfg = load_config(None, TINY)
+    with pytest.raises(_Killed):
+        train(cfg, data, run, verbose=0, workers=Workers(callbacks=[KillAfterAnEpoch()]))
+    assert _epochs(run) == [0]
+    assert load_model_info(run)[0].fmax == 3800.0
+    saved = load_yaml((run / "config.yaml").read_text())
+    assert saved["front_end"]["fmax"] == 3800.0 and saved["augment"]["pitch"] == 2.0
+    assert load_yaml((run / "request.yaml").read_text()) == {**cfg, "source": data}
+
+    metrics = train(cfg, data, run, verbose=0)  # the same command resumes
+    assert _epochs(run) == [0, 1] and metrics["validation"]["n"] > 0
+    assert load_run(run)[1].fmax == 3800.0  # the model's own front end, as export reads it
+    assert train(cfg, data, run, verbose=0) == metrics  # and then knows it is finished

@@ -5,6 +5,7 @@ SpecAugment lives in the model (models/specaugment.py) because it acts on featur
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline.runtime.params import FrontEnd
@@ -30,6 +31,8 @@ PURPOSES = {
             "silence",
             "placement",
             "background",
+            "pitch",
+            "vtlp",
         ),
         start=1,
     )
@@ -74,10 +77,16 @@ def make_silence(noise, fe: FrontEnd, dbfs: tuple[float, float], seed) -> tf.Ten
 
 
 def augment(wave, is_silence, noise, fe: FrontEnd, cfg: dict, seed) -> tf.Tensor:
-    """Speed perturbation, time shift, gain and background-noise mixing for one clip."""
+    """Speed, pitch and vocal-tract perturbation, time shift, gain and background-noise
+    mixing for one clip. pitch and vtlp of None (not yet resolved) count as off."""
     n = fe.clip_samples
     if cfg["speed"]:
         wave = change_speed(wave, _uniform(seed, "speed", 1 - cfg["speed"], 1 + cfg["speed"]), n)
+    pitch, vtlp = cfg.get("pitch") or 0.0, cfg.get("vtlp") or 0.0
+    if pitch or vtlp:  # decided here so the recipe without them builds no STFT at all
+        semitones = _uniform(seed, "pitch", -pitch, pitch) if pitch else 0.0
+        alpha = _uniform(seed, "vtlp", 1 - vtlp, 1 + vtlp) if vtlp else 1.0
+        wave = warp_spectrum(wave, 2 ** (semitones / 12), alpha, fe.sample_rate)
     max_shift = int(cfg["time_shift_ms"] * fe.sample_rate / 1000)
     if max_shift:
         shift = tf.random.stateless_uniform(
@@ -115,6 +124,72 @@ def change_speed(wave, factor, n: int):
     pad = tf.maximum(-extra, 0)
     resized = tf.pad(resized[start : start + n], [[pad // 2, pad - pad // 2]])
     return tf.ensure_shape(resized, [n])
+
+
+# Jaitly & Hinton (2013) keep the warp linear up to 4800 Hz of 8000 Hz: the same share of
+# Nyquist at other rates.
+VTLP_BOUNDARY = 0.6
+
+
+def source_frequency(freq, factor, alpha, nyquist: float) -> tf.Tensor:
+    """The input frequency each output frequency takes its magnitude from: the inverse of
+    the warp f -> factor * vtlp(f), where factor (the pitch shift) moves harmonics and
+    formants together and vtlp (Jaitly & Hinton 2013) scales frequencies below a boundary
+    by alpha and joins Nyquist to itself by a straight line above it."""
+    knee = VTLP_BOUNDARY * nyquist * tf.minimum(alpha, 1.0)  # output frequency of the boundary
+    g = freq / factor
+    below = g / alpha
+    above = nyquist - (nyquist - g) * (nyquist - knee / alpha) / (nyquist - knee)
+    return tf.where(g <= knee, below, above)
+
+
+def warp_spectrum(wave, factor, alpha, sample_rate: int) -> tf.Tensor:
+    """Warp the clip's STFT magnitude along frequency (source_frequency's map, linear
+    interpolation between bins), keep its phase and resynthesise the same number of
+    samples; factor 1 and alpha 1 give the clip back."""
+    frame = 1 << (round(0.032 * sample_rate) - 1).bit_length()  # ~32 ms: resolves harmonics
+    hop = frame // 4
+    pad = frame - hop  # every kept sample then lies under a full set of overlapping frames
+    n = tf.shape(wave)[0]
+    spec = tf.signal.stft(
+        tf.pad(wave, [[pad, pad]]), frame, hop, window_fn=tf.signal.hann_window, pad_end=True
+    )
+    bins = frame // 2 + 1
+    nyquist = sample_rate / 2
+    freq = tf.linspace(0.0, nyquist, bins)
+    pos = source_frequency(freq, tf.cast(factor, tf.float32), tf.cast(alpha, tf.float32), nyquist)
+    pos = pos * ((bins - 1) / nyquist)
+    lo = tf.clip_by_value(tf.floor(pos), 0.0, bins - 2.0)
+    frac = tf.clip_by_value(pos - lo, 0.0, 1.0)
+    lo = tf.cast(lo, tf.int32)
+    mag = tf.abs(spec)
+    warped = tf.gather(mag, lo, axis=-1) * (1 - frac) + tf.gather(mag, lo + 1, axis=-1) * frac
+    warped = tf.where(pos <= bins - 1 + 1e-3, warped, 0.0)  # nothing from above Nyquist
+    phase = tf.math.angle(spec)
+    out = tf.signal.inverse_stft(
+        tf.complex(warped * tf.cos(phase), warped * tf.sin(phase)),
+        frame,
+        hop,
+        window_fn=tf.signal.inverse_stft_window_fn(hop, tf.signal.hann_window),
+    )
+    return tf.ensure_shape(out[pad : pad + n], wave.shape)
+
+
+# Exponent of each colour's power spectrum in frequency (power ~ f**k).
+NOISE_COLOURS = {"white": 0, "pink": -1, "brown": -2, "blue": 1, "violet": 2}
+
+
+def coloured_noise(fe: FrontEnd, seed: int, seconds: float = 30.0) -> np.ndarray:
+    """Background noise for sets that bring no recordings of their own: one unit-RMS row
+    per NOISE_COLOURS entry, white Gaussian noise shaped in the FFT domain. Shaping is
+    flat below 20 Hz, so brown noise is not all inaudible drift."""
+    n = max(round(seconds * fe.sample_rate), fe.clip_samples)
+    white = np.random.default_rng(seed).standard_normal((len(NOISE_COLOURS), n))
+    freq = np.maximum(np.fft.rfftfreq(n, 1 / fe.sample_rate), 20.0)
+    gain = freq[None] ** (np.array(list(NOISE_COLOURS.values()))[:, None] / 2)
+    gain[:, 0] = 0.0  # no DC
+    rows = np.fft.irfft(np.fft.rfft(white) * gain, n)
+    return (rows / np.sqrt(np.mean(rows**2, axis=1, keepdims=True))).astype(np.float32)
 
 
 def mixup(x, y, alpha: float, seed):

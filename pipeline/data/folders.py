@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from pipeline.runtime.audio import AUDIO_EXTENSIONS, fit_to_length, load_audio
 from pipeline.runtime.errors import AudioError
@@ -38,6 +39,8 @@ __all__ = [
     "detect_layout",
     "labelled_clips",
     "extra_counts",
+    "speaker_of",
+    "native_rate",
 ]
 SPLITS = ("train", "validation", "test")
 _MAX_WAVS = 2**27 - 1
@@ -47,10 +50,12 @@ def hash_split(filename: str, validation_percent: float, testing_percent: float)
     """The Speech Commands recipe: SHA-1 of the name up to _nohash_, so a speaker never
     crosses splits and a file keeps its split as the dataset grows."""
     speaker = re.sub(r"_nohash_.*$", "", Path(filename).name)
+    return _split_for(_speaker_percent(speaker), validation_percent, testing_percent)
+
+
+def _speaker_percent(speaker: str) -> float:
     h = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
-    return _split_for(
-        (h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS), validation_percent, testing_percent
-    )
+    return (h % (_MAX_WAVS + 1)) * (100.0 / _MAX_WAVS)
 
 
 def _split_for(pct: float, validation_percent: float, testing_percent: float) -> str:
@@ -69,6 +74,9 @@ class Dataset:
     layout: str
     splits: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     noise_files: list[Path] = field(default_factory=list)
+    speakers: int | None = None  # distinct speakers in the label folders; None: unknown
+    split_rule: str = ""  # how the held-out splits were drawn, and why
+    native_rate: int | None = None  # lowest sample rate the recordings have
 
     def counts(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
@@ -107,14 +115,96 @@ def _label_folders(root: Path) -> list[Path]:
     )
 
 
-def _split_of(root: Path, f: Path, lists: dict[str, set[str]], cfg: dict, seed: int) -> str:
-    rel = f.relative_to(root).as_posix()
+def speaker_of(path: str | Path, label_folder: str | Path, pattern: str | None) -> str | None:
+    """Who speaks in a file, from its name or folder: pattern's first group when a pattern
+    is given, else the name before _nohash_ (Speech Commands), else a subfolder of the
+    label folder (word/speaker/take.wav), else the name's tokens that are neither numbers
+    nor the label (FSDD's 0_jackson_12.wav is jackson). None when nothing names one."""
+    path, label_folder = Path(path), Path(label_folder)
+    if pattern is not None:
+        match = re.search(pattern, path.name)
+        return (match.group(1) or None) if match else None
+    if "_nohash_" in path.name:
+        return path.name.split("_nohash_")[0] or None
+    inner = path.relative_to(label_folder).parts
+    if len(inner) > 1:
+        return inner[0]
+    label = label_folder.name.lower()
+    tokens = [
+        t for t in re.split(r"[_\-. ]+", path.stem) if t and not t.isdigit() and t.lower() != label
+    ]
+    return "_".join(tokens) or None
+
+
+def native_rate(files: list[Path], most: int = 300) -> int | None:
+    """The lowest sample rate of an even sample of files, from their headers: recordings
+    made at 8 kHz hold nothing above 4 kHz whatever rate they are resampled to."""
+    rates = []
+    for f in files[:: max(1, -(-len(files) // most))]:
+        try:
+            rates.append(sf.info(str(f)).samplerate)
+        except (RuntimeError, OSError):  # unreadable: skipped again when decoded
+            continue
+    return min(rates, default=None)
+
+
+def _assign_splits(
+    root: Path, found: list[tuple[Path, Path]], lists: dict[str, set[str]], cfg: dict, seed: int
+) -> tuple[dict[Path, str], int | None, str]:
+    """Every file's split, the number of speakers (None: not found in most names) and the
+    rule used. Without list files a set with many speakers keeps each speaker in one split
+    (the Speech Commands recipe); one with few holds out takes instead, so that every
+    voice trains (data.split chooses)."""
+    pattern = cfg["speaker_pattern"]
+    try:
+        if pattern is not None and re.compile(pattern).groups < 1:
+            raise ValueError("it needs a group, (...), around the speaker")
+    except (re.error, ValueError) as exc:
+        raise ValueError(f"data.speaker_pattern {pattern!r}: {exc}") from None
+    who = {f: speaker_of(f, folder, pattern) for folder, f in found}
+    named = {s for s in who.values() if s is not None}
+    known = len(named) >= 2 and len(who) - list(who.values()).count(None) >= 0.9 * len(who)
+    speakers = len(named) if known else None
+    rel = {f: f.relative_to(root).as_posix() for f in who}
     if lists["validation"] or lists["test"]:
-        return next((s for s in ("validation", "test") if rel in lists[s]), "train")
-    if "_nohash_" in f.name:
-        return hash_split(f.name, cfg["validation_percent"], cfg["testing_percent"])
-    pct = int(hashlib.sha1(f"{seed}:{rel}".encode()).hexdigest(), 16) % 10000 / 100
-    return _split_for(pct, cfg["validation_percent"], cfg["testing_percent"])
+        splits = {
+            f: next((s for s in ("validation", "test") if rel[f] in lists[s]), "train") for f in who
+        }
+        return splits, speakers, "the validation/testing list files"
+    vp, tp = cfg["validation_percent"], cfg["testing_percent"]
+
+    def by_take(f: Path) -> str:
+        pct = int(hashlib.sha1(f"{seed}:{rel[f]}".encode()).hexdigest(), 16) % 10000 / 100
+        return _split_for(pct, vp, tp)
+
+    few = cfg["few_speakers"]
+    if cfg["split"] == "take":
+        rule = "take split (data.split take)"
+    elif speakers is None:
+        rule = "take split (no speaker in most file names; see data.speaker_pattern)"
+    elif cfg["split"] == "auto" and speakers < few:
+        rule = f"take split ({speakers} speakers, fewer than data.few_speakers {few})"
+    else:
+        by_speaker = _speaker_splits(sorted(named), vp, tp)
+        splits = {f: by_speaker[s] if s is not None else by_take(f) for f, s in who.items()}
+        return splits, speakers, f"speaker split ({speakers} speakers)"
+    return {f: by_take(f) for f in who}, speakers, rule
+
+
+def _speaker_splits(speakers: list[str], vp: float, tp: float) -> dict[str, str]:
+    """Each speaker's split by the SHA-1 of its name, then, as few speakers can all hash
+    alike, the nearest speakers moved so training and validation each get one."""
+    pct = {s: _speaker_percent(s) for s in speakers}
+    split = {s: _split_for(pct[s], vp, tp) for s in speakers}
+    order = sorted(speakers, key=pct.__getitem__)
+    if "train" not in split.values():
+        split[order[-1]] = "train"
+    if "validation" not in split.values():
+        donors = [s for s in order if split[s] == "test"] or [
+            s for s in order if split[s] == "train"
+        ][:-1]
+        split[donors[0]] = "validation"
+    return split
 
 
 def load_dataset(
@@ -133,6 +223,10 @@ def load_dataset(
     layout = detect_layout(root)
     if layout == "speech_commands_test":
         return _test_layout(root, labels)
+    from pipeline.train.config import DEFAULTS
+
+    # configs saved before the speaker keys existed (bundled models) take their defaults
+    data_cfg = {**DEFAULTS["data"], **data_cfg}
     words = data_cfg["words"] if layout == "speech_commands" else None
     folders = _label_folders(root)
     if not folders:
@@ -142,32 +236,30 @@ def load_dataset(
         "test": _read_list(root / "testing_list.txt"),
     }
     noise = audio_files(root / NOISE_DIR) if (root / NOISE_DIR).is_dir() else []
+    found = [(folder, f) for folder in folders for f in audio_files(folder)]
+    split_of, speakers, rule = _assign_splits(root, found, lists, data_cfg, seed)
+    rate = native_rate([f for _, f in found])
     if words is None:
         names = labels or [p.name for p in folders]
-        ds = Dataset(list(names), layout, {s: [] for s in SPLITS}, noise)
+        ds = Dataset(list(names), layout, {s: [] for s in SPLITS}, noise, speakers, rule, rate)
         index = {n: i for i, n in enumerate(ds.labels)}
-        for folder in folders:
+        for folder, f in found:
             if folder.name not in index:
                 raise ValueError(f"{folder}: folder is not one of the model's labels")
-            for f in audio_files(folder):
-                ds.splits[_split_of(root, f, lists, data_cfg, seed)].append(
-                    (str(f), index[folder.name])
-                )
+            ds.splits[split_of[f]].append((str(f), index[folder.name]))
         return ds
 
-    ds = Dataset(labels or [SILENCE, UNKNOWN, *words], layout, {}, noise)
+    ds = Dataset(labels or [SILENCE, UNKNOWN, *words], layout, {}, noise, speakers, rule, rate)
     index = {n: i for i, n in enumerate(ds.labels)}
     missing = [w for w in words if not (root / w).is_dir()]
     if missing:
         raise ValueError(f"{root}: no folder for the word(s) {', '.join(missing)}")
     known, unknown = ({s: [] for s in SPLITS} for _ in range(2))
-    for folder in folders:
-        for f in audio_files(folder):
-            split = _split_of(root, f, lists, data_cfg, seed)
-            if folder.name in index:
-                known[split].append((str(f), index[folder.name]))
-            else:
-                unknown[split].append((str(f), index[UNKNOWN]))
+    for folder, f in found:
+        if folder.name in index:
+            known[split_of[f]].append((str(f), index[folder.name]))
+        else:
+            unknown[split_of[f]].append((str(f), index[UNKNOWN]))
     rng = random.Random(seed)
     for split in SPLITS:
         if not balance:
@@ -203,7 +295,11 @@ def _test_layout(root: Path, labels: list[str] | None) -> Dataset:
             raise ValueError(f"{folder}: folder is not one of the model's labels")
         test += [(str(f), index[folder.name]) for f in audio_files(folder)]
     return Dataset(
-        list(names), "speech_commands_test", {"train": [], "validation": [], "test": test}, []
+        list(names),
+        "speech_commands_test",
+        {"train": [], "validation": [], "test": test},
+        [],
+        split_rule="test layout: every clip is a test clip",
     )
 
 

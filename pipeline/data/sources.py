@@ -12,6 +12,7 @@ from pipeline.data.folders import Dataset, load_dataset, load_noise
 from pipeline.data.tfdata import decoded, eval_batches
 from pipeline.runtime.labels import silence_index
 from pipeline.runtime.params import FrontEnd
+from pipeline.train.config import ConfigError
 
 TFDS_PREFIX = "tfds:"
 
@@ -27,6 +28,18 @@ class FolderSource:
 
     def counts(self) -> dict[str, int]:
         return self.dataset.counts()
+
+    @property
+    def speakers(self) -> int | None:
+        return self.dataset.speakers
+
+    @property
+    def split_rule(self) -> str:
+        return self.dataset.split_rule
+
+    @property
+    def native_rate(self) -> int | None:
+        return self.dataset.native_rate
 
     def waves(self, split: str) -> tf.data.Dataset:
         return decoded(self.dataset.splits[split], self.fe)
@@ -47,12 +60,23 @@ def source_exists(source: str | Path) -> bool:
 def open_source(
     source: str | Path, data_cfg: dict, fe: FrontEnd, seed: int = 0, labels: list[str] | None = None
 ):
-    """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR][?manual_dir=DIR]'."""
+    """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR][?manual_dir=DIR]'.
+
+    data.synthetic adds TTS takes for training only: evaluation and export pass the model's
+    labels and score or calibrate on the set's own clips."""
+    synthetic = data_cfg.get("synthetic") and labels is None
     if str(source).startswith(TFDS_PREFIX):
+        if synthetic:
+            raise ConfigError("data.synthetic: TTS takes are added to local folder sets only")
         from pipeline.data.tfds_source import TfdsSource
 
         return TfdsSource(str(source)[len(TFDS_PREFIX) :], data_cfg, fe, seed, labels)
-    return FolderSource(load_dataset(source, data_cfg, seed, labels), fe)
+    ds = load_dataset(source, data_cfg, seed, labels)
+    if synthetic:
+        from pipeline.data.synthetic_words import add_synthetic
+
+        ds = add_synthetic(ds, data_cfg, seed)
+    return FolderSource(ds, fe)
 
 
 def evaluation_batches(

@@ -152,6 +152,11 @@ class TfdsSource:
         info = self._builder.info
         names = info.features["label"].names
         self._rate = info.features["audio"].sample_rate
+        # what adapt_to_data asks of a source: TFDS names no speakers; its splits are the
+        # dataset's own, speaker-disjoint ones
+        self.speakers: int | None = None
+        self.split_rule = "the TFDS splits (speakers kept apart)"
+        self.native_rate: int | None = self._rate
         if labels is None:
             tfds_words = [n for n in names if n not in (SILENCE, UNKNOWN)]
             words = data_cfg["words"] if data_cfg["words"] is not None else tfds_words

@@ -172,6 +172,10 @@ class SynthesisError(Exception):
     """One clip that could not be made; str() is one line."""
 
 
+class NoEngineError(Exception):
+    """No TTS engine can be used here; str() is the one line to show."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """speed/pitch go to the engine (1 = its default); stretch resamples afterwards
@@ -198,11 +202,14 @@ class Voice:
 
 @dataclass(frozen=True)
 class Job:
+    """One clip of word (its folder); text is what the engine says, the word when None."""
+
     word: str
     index: int
     voice: Voice
     variant: Variant
     peak_db: float
+    text: str | None = None
 
 
 def _lines(cmd: list[str]) -> list[str]:
@@ -379,6 +386,26 @@ def clip_path(out: Path, word: str, voice: Voice, variant: Variant, index: int) 
     return out / word / f"{voice.tag}_{variant.tag}_nohash_{index}.wav"
 
 
+def installed(names: list[str]) -> list[Engine]:
+    """The engines of names that are installed here; none is an error naming a package."""
+    engines = [ENGINES[n] for n in names]
+    present = [e for e in engines if e.available()]
+    if not present:
+        raise NoEngineError(
+            f"no TTS engine found (looked for {', '.join(names)}); install "
+            f"one, e.g. `apt-get install {engines[0].install}`"
+        )
+    return present
+
+
+def usable_voices(engines: list[Engine], workers: int = 2) -> dict[str, list[Voice]]:
+    """working_voices, or an error when no voice of any engine makes a sound."""
+    voices = working_voices(engines, workers)
+    if not any(voices.values()):
+        raise NoEngineError("the installed TTS engines produced no sound for any voice")
+    return voices
+
+
 def working_voices(engines: list[Engine], workers: int = 2) -> dict[str, list[Voice]]:
     """Each engine's voices that really produce sound (a listed voice may lack its data)."""
     candidates = {e.name: [Voice(e.name, v) for v in e.voices()] for e in engines}
@@ -464,22 +491,20 @@ def _synthesize(
 
 def run_job(job: Job, out: Path, tries: int = 3) -> Path:
     """Make one clip; a take longer than a second is redone faster."""
-    variant = job.variant
+    variant, text = job.variant, job.text or job.word
     for _ in range(tries):
         try:
             clip = _synthesize(
-                ENGINES[job.voice.engine], job.voice.name, job.word, variant, job.peak_db
+                ENGINES[job.voice.engine], job.voice.name, text, variant, job.peak_db
             )
         except ValueError as exc:
-            raise SynthesisError(
-                f"{job.voice.engine} {job.voice.name} '{job.word}': {exc}"
-            ) from None
+            raise SynthesisError(f"{job.voice.engine} {job.voice.name} '{text}': {exc}") from None
         if len(clip) <= MAX_SAMPLES:
             path = clip_path(out, job.word, job.voice, variant, job.index)
             write_clip(path, clip)
             return path
         variant = replace(variant, speed=variant.speed * 1.2, stretch=variant.stretch * 1.05)
-    raise SynthesisError(f"{job.voice.engine} {job.voice.name} '{job.word}': longer than 1 s")
+    raise SynthesisError(f"{job.voice.engine} {job.voice.name} '{text}': longer than 1 s")
 
 
 def run_jobs(

@@ -28,6 +28,17 @@ DEFAULTS: dict[str, Any] = {
         "unknown_fraction": 0.1,  # _unknown_ examples, as a fraction of the training set
         "validation_percent": 10,  # hash split used when list files are missing
         "testing_percent": 10,
+        # How held-out splits are drawn when a folder has no list files: "speaker" keeps
+        # each speaker in one split, "take" holds out takes of every speaker (all voices
+        # train), "auto" picks "take" for a set with fewer than few_speakers speakers.
+        "split": "auto",
+        "few_speakers": 20,  # below this a set is small: take split, voice variation on
+        "speaker_pattern": None,  # regex whose first group is the speaker in a file name
+        "follow_bandwidth": True,  # lower front_end.fmax to a band-limited set's bandwidth
+        # TTS takes of the set's own words for training (pipeline/data/synthetic_words.py),
+        # cached between runs: true, or a mapping of SYNTHETIC_KEYS, e.g.
+        # {per_word: 200, unknown: true, spellings: {lights_on: lights on}}
+        "synthetic": None,
     },
     "front_end": FrontEnd().to_dict(),
     "model": {
@@ -45,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
         "time_shift_ms": 100.0,  # random shift in [-x, x]
         "gain_db": 6.0,  # random gain in [-x, x] dB
         "speed": 0.0,  # speed perturbation: factor drawn in [1 - x, 1 + x]
+        "pitch": None,  # pitch shift in [-x, x] semitones; null: 2 for small sets, else 0
+        "vtlp": None,  # vocal-tract-length warp in [1 - x, 1 + x]; null: 0.1 for small sets
+        "generated_noise": True,  # coloured noise for sets without _background_noise_
         "mixup": 0.0,  # mixup Beta(alpha, alpha); 0 turns it off
         "spec_augment": None,  # e.g. {time_masks: 2, time_width: 10, freq_masks: 2, freq_width: 5}
     },
@@ -67,10 +81,33 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 WINDOW_KEYS = {"seconds": 2.0, "target_s": 0.5, "burn_in_s": 0.3, "target_weight": 1.0}
+# data.synthetic: takes per word; unknown: add an _unknown_ class of other words' takes;
+# spellings: folder name -> text to speak (default: _ and - as spaces); cache: folder
+# (null: $XDG_CACHE_HOME/kws-rnn/tts); workers: engine processes at once
+SYNTHETIC_KEYS = {
+    "per_word": 200,
+    "unknown": False,
+    "per_unknown_word": 20,
+    "spellings": {},
+    "cache": None,
+    "workers": 2,
+}
 
 # Keys whose value may be null or a mapping/number instead of the default's type.
-_FREE = {("data", "words"), ("model", "conv"), ("augment", "spec_augment"), ("train", "windows")}
-_CHOICES = {("train", "schedule"): {"cosine", "constant"}}
+_FREE = {
+    ("data", "words"),
+    ("data", "speaker_pattern"),
+    ("data", "synthetic"),
+    ("model", "conv"),
+    ("augment", "pitch"),
+    ("augment", "vtlp"),
+    ("augment", "spec_augment"),
+    ("train", "windows"),
+}
+_CHOICES = {
+    ("train", "schedule"): {"cosine", "constant"},
+    ("data", "split"): {"auto", "speaker", "take"},
+}
 
 
 class ConfigError(ValueError):
@@ -204,7 +241,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
         raise ConfigError("data.silence_fraction and data.unknown_fraction must be below 1")
     if cfg["train"]["windows"] is not None:
         cfg["train"]["windows"] = _check_windows(cfg["train"]["windows"], cfg["front_end"])
+    cfg["data"]["synthetic"] = check_synthetic(cfg["data"]["synthetic"])
     return cfg
+
+
+def check_synthetic(value: Any) -> dict | None:
+    """data.synthetic with its defaults filled in (true: all defaults; null or false: off)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict) or set(value) - set(SYNTHETIC_KEYS):
+        raise ConfigError(
+            f"data.synthetic: expected true or a mapping of {', '.join(SYNTHETIC_KEYS)}, "
+            f"got {value!r}"
+        )
+    out = {**copy.deepcopy(SYNTHETIC_KEYS), **value}
+    for key in ("per_word", "per_unknown_word", "workers"):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or out[key] < 1:
+            raise ConfigError(
+                f"data.synthetic.{key}: expected a positive integer, got {out[key]!r}"
+            )
+    if not isinstance(out["unknown"], bool):
+        raise ConfigError(f"data.synthetic.unknown: expected true or false, got {out['unknown']!r}")
+    spellings = out["spellings"] or {}
+    if not isinstance(spellings, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in spellings.items()
+    ):
+        raise ConfigError(
+            "data.synthetic.spellings: expected a mapping of folder name to text to speak, "
+            f"got {out['spellings']!r}"
+        )
+    if out["cache"] is not None and not (isinstance(out["cache"], str) and out["cache"]):
+        raise ConfigError(f"data.synthetic.cache: expected a folder, got {out['cache']!r}")
+    return {**out, "spellings": dict(spellings)}
 
 
 def _check_windows(value: Any, front_end: dict) -> dict:

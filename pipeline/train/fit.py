@@ -33,12 +33,14 @@ import yaml
 
 from models import build_from_config
 from models.layers import copy_weights
+from pipeline.data.augment import coloured_noise
 from pipeline.data.sources import FolderSource, evaluation_batches, open_source
 from pipeline.data.tfdata import decoded, training_batches
 from pipeline.data.windows import Windows
 from pipeline.runtime.files import atomic_write, atomic_write_text
 from pipeline.runtime.labels import UNKNOWN, silence_index
 from pipeline.runtime.params import FrontEnd, save_model_info
+from pipeline.train.adapt import adapt_to_data
 from pipeline.train.config import ConfigError, load_yaml
 from pipeline.train.evaluate import format_report, plot_confusion, plot_history, report
 
@@ -175,10 +177,14 @@ def predict(model: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resolved_config(run_dir: Path, cfg: dict, source: str) -> dict:
-    """Refuse to resume a RUN_DIR that was started with a different config or data."""
-    saved_path = run_dir / "config.yaml"
+    """Refuse to resume a RUN_DIR that was started with a different config or data. The
+    config as asked for is compared (request.yaml; config.yaml of runs older than it):
+    config.yaml holds it adapted to the data, which a resume derives again."""
+    saved_path = next(
+        (p for p in (run_dir / "request.yaml", run_dir / "config.yaml") if p.exists()), None
+    )
     wanted = {**cfg, "source": str(source)}
-    if saved_path.exists():
+    if saved_path:
         saved = load_yaml(saved_path.read_text())
         if saved != wanted:
             raise ConfigError(
@@ -337,7 +343,7 @@ def train(
     weight_check."""
     workers = workers or Workers()
     run_dir = Path(run_dir)
-    resolved = _resolved_config(run_dir, cfg, source)
+    requested = _resolved_config(run_dir, cfg, source)
     if (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists():
         if verbose:
             print(f"{run_dir}: training already finished; metrics.json holds its scores")
@@ -351,11 +357,21 @@ def train(
     keras.utils.set_random_seed(cfg["seed"])
     fe = FrontEnd.from_dict(cfg["front_end"])
     data = open_source(source, cfg["data"], fe, cfg["seed"])
+    if len(data.noise) == 0 and cfg["augment"]["generated_noise"]:
+        data.noise = coloured_noise(fe, cfg["seed"])
+        if verbose and workers.chief:
+            print("the source has no background-noise files: mixing in generated coloured noise")
     if not data.count("train") or not data.count("validation"):
         raise ValueError(f"{source}: need training and validation examples, got {data.counts()}")
+    cfg, decisions = adapt_to_data(cfg, data)
+    fe = FrontEnd.from_dict(cfg["front_end"])
+    if verbose and workers.chief:
+        print("\n".join(decisions))
     labels = data.labels
     if workers.chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "request.yaml", yaml.safe_dump(requested, sort_keys=False))
+        resolved = {**cfg, "source": str(source)}
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
         save_model_info(run_dir, fe, labels)
 
