@@ -9,9 +9,10 @@ them with copy_weights().
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
-from models.logmel import LogMel
+from models.logmel import LogMel, norm_start
 from models.specaugment import SpecAugment
 from pipeline.runtime.params import FrontEnd
 
@@ -20,6 +21,12 @@ CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
 def state_names(cell: str, index: int) -> list[str]:
     return [f"h{index}", f"c{index}"] if cell == "lstm" else [f"h{index}"]
+
+
+def initial_state(name: str, fe: FrontEnd) -> np.ndarray:
+    """The value a stream build's state input starts from, broadcast over its batch: zeros,
+    except the log-mel running mean, which starts where the clip build's does."""
+    return norm_start(fe) if name == "norm_state" else np.zeros((), np.float32)
 
 
 class Graph:
@@ -46,7 +53,12 @@ class Graph:
                     joined
                 )
             )
-            x = LogMel(fe.to_dict(), causal=False, name="logmel")(joined)
+            logmel = LogMel(fe.to_dict(), causal=False, name="logmel")
+            if fe.normalize == "none":
+                x = logmel(joined)
+            else:  # the running mean of the log-mel is one more state
+                x, mean = logmel(joined, norm_state=self.state_input("norm", fe.n_mels))
+                self.state_outputs.append(layers.Identity(name="next_norm_state")(mean))
         self.features = x
 
     def state_input(self, name: str, units: int) -> keras.KerasTensor:

@@ -3,7 +3,8 @@
 Keeping the front end in the graph means an exported model takes raw audio and the
 numbers in FrontEnd are the only description of it. LogMel is the definition; the export
 twins swap in BlockedLogMel or MatmulLogMel, which compute the same mel energies in ways
-that convert better, and change nothing else.
+that convert better, and change nothing else. FrontEnd.normalize = "running" adds a causal
+per-band mean subtraction (running_mean) between the log and the DCT.
 """
 
 from __future__ import annotations
@@ -26,12 +27,63 @@ def mel_matrix(fe: FrontEnd) -> np.ndarray:
     ).T.astype(np.float32)
 
 
+# Where the running mean starts: the log-mel of noise shaped like speech's long-term
+# spectrum (flat to 500 Hz, -9 dB per octave above) at -40 dBFS RMS. That is close to the
+# mean log-mel of speech, pauses included, at a usual recording level (demo clips: about
+# 1 nat in the low bands, 3 at the top) so a stream's first seconds already see features
+# near their settled range. Zero would be wrong: it is about the level of full-scale white
+# noise, 4 to 14 nats above speech, and quiet audio would start far below it. Changing these
+# changes every model trained with normalize="running".
+NORM_START_DBFS = -40.0
+NORM_START_CORNER_HZ = 500.0
+NORM_START_SLOPE_DB = 9.0
+
+
+def norm_start(fe: FrontEnd) -> np.ndarray:
+    """[n_mels] initial running mean: a fixed constant of the front end, the same for the
+    clip, sequence and stream builds and the streaming state's initial value."""
+    freqs = np.fft.rfftfreq(fe.fft_length, 1 / fe.sample_rate)
+    shape = (1 + (freqs / NORM_START_CORNER_HZ) ** 2) ** (-NORM_START_SLOPE_DB / 6.0206)
+    window = np.hanning(fe.window_samples + 1)[:-1]  # periodic Hann, as LogMel frames it
+    # E|X_k|^2 of stationary noise of variance v through the window: v * sum(w^2) * shape
+    power = 10 ** (NORM_START_DBFS / 10) * np.sum(window**2) * shape / shape.mean()
+    return np.log(power @ mel_matrix(fe) + fe.log_floor).astype(np.float32)
+
+
+def running_mean(log_mel, fe: FrontEnd, start):
+    """Causal per-band mean of log_mel [batch, frames, n_mels] from start ([n_mels], or
+    [batch, n_mels] for a stream's state): m_t = m_(t-1) + s (x_t - m_(t-1)) with
+    s = 1 - exp(-hop / norm_seconds), m_(-1) = start. LogMel outputs x_t - m_t, the mean
+    including the frame itself (= (1 - s)(x_t - m_(t-1))), so one hop is one update.
+
+    Unrolled, m_t = sum_(k<=t) s a^(t-k) x_k + a^(t+1) start (a = 1 - s): one product with a
+    fixed lower-triangular matrix over the frame axis (builtin BATCH_MATMUL; a stream step's
+    is stack x stack). Sequence builds (any length, training only) build it in the graph:
+    frames^2 values, small for training windows of a few seconds."""
+    a = np.exp(-fe.hop_ms / 1000 / fe.norm_seconds)
+    n = log_mel.shape[1]
+    if n is not None:
+        lag = np.arange(n)[:, None] - np.arange(n)[None, :]
+        weights = np.where(lag >= 0, (1 - a) * a ** np.maximum(lag, 0), 0).astype(np.float32)
+        decay = (a ** np.arange(1, n + 1)).astype(np.float32)[:, None]
+    else:
+        t = tf.range(tf.shape(log_mel)[1])
+        lag = tf.cast(t[:, None] - t[None, :], tf.float32)
+        weights = tf.where(lag >= 0, (1 - a) * tf.exp(tf.maximum(lag, 0.0) * np.log(a)), 0.0)
+        decay = tf.exp(tf.cast(t + 1, tf.float32) * np.log(a))[:, None]
+    start = start[None] if len(start.shape) == 1 else start[:, None]
+    return tf.matmul(weights[None], log_mel) + decay * start
+
+
 @keras.saving.register_keras_serializable(package="kws")
 class LogMel(keras.layers.Layer):
     """Raw audio [batch, samples] -> features [batch, frames, n_features].
 
     With causal=True the input is left-padded with window - hop zeros (clip models);
     streaming models pass causal=False and prepend their saved audio context instead.
+    With normalize="running" the running mean starts from norm_start(fe), or from
+    norm_state [batch, n_mels] when given (stream builds), and the call then returns
+    (features, the mean after the last frame: the next norm_state).
     Subclasses override power_spectrum and mel_product only.
     """
 
@@ -42,15 +94,22 @@ class LogMel(keras.layers.Layer):
         self.fe = FrontEnd.from_dict(self.front_end)
         self._mel = mel_matrix(self.fe)
         self._window = tf.signal.hann_window(self.fe.window_samples, periodic=True).numpy()
+        self._norm_start = norm_start(self.fe) if self.fe.normalize == "running" else None
 
-    def call(self, audio):
+    def call(self, audio, norm_state=None):
         fe = self.fe
         if self.causal:
             audio = tf.pad(audio, [[0, 0], [fe.context_samples, 0]])
         frames = tf.signal.frame(audio, fe.window_samples, fe.hop_samples) * self._window
         features = tf.math.log(self.mel_product(self.power_spectrum(frames)) + fe.log_floor)
+        if self._norm_start is not None:
+            start = self._norm_start if norm_state is None else norm_state
+            mean = running_mean(features, fe, start)
+            features = features - mean
         if fe.n_mfcc:
             features = tf.signal.mfccs_from_log_mel_spectrograms(features)[..., : fe.n_mfcc]
+        if norm_state is not None:
+            return features, mean[:, -1]
         return features
 
     def power_spectrum(self, frames):
@@ -61,13 +120,14 @@ class LogMel(keras.layers.Layer):
         """Power [batch, frames, bins] -> mel energies [batch, frames, n_mels]."""
         return tf.matmul(power, self._mel)
 
-    def compute_output_shape(self, input_shape):
-        n = input_shape[1]
+    def compute_output_shape(self, audio_shape, norm_state_shape=None):
+        n = audio_shape[1]
         if n is not None:
             n = (
                 n + (self.fe.context_samples if self.causal else 0) - self.fe.window_samples
             ) // self.fe.hop_samples + 1
-        return (input_shape[0], n, self.fe.n_features)
+        features = (audio_shape[0], n, self.fe.n_features)
+        return features if norm_state_shape is None else (features, norm_state_shape)
 
     def get_config(self):
         return {**super().get_config(), "front_end": self.front_end, "causal": self.causal}

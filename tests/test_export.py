@@ -201,3 +201,67 @@ def test_evaluate_scores_clip_and_streaming_files_alike(tiny_export, demo_data):
         stream, _ = evaluate(tiny_export / name, str(demo_data))
         assert stream["n"] == clip["n"] > 0
         assert abs(stream["accuracy"] - clip["accuracy"]) <= 1 / clip["n"]
+
+
+def test_running_normalisation_exports_with_builtins_and_starts_from_its_constant(tmp_path):
+    """normalize: running through the exporter's own steps: the float clip, streaming and
+    lane files equal Keras with builtin ops only, the manifest starts the norm state at the
+    front end's constant mean, reset() returns to it, and the int8 file keeps it float."""
+    from models import build_from_config
+    from models.logmel import LogMel, norm_start
+    from pipeline.export.convert import convert, convert_int8, saved_model
+    from pipeline.export.export import FILES, _describe, fixed_batch_twin, stream_calibration
+    from pipeline.runtime.model import ClipModel, StreamingModel
+    from pipeline.runtime.params import FrontEnd
+
+    fe = FrontEnd(stack=2, normalize="running", norm_seconds=0.5)
+    cfg = {"model": {"name": "gru", "units": [8]}, "augment": {"spec_augment": None}}
+    x = demo_clips()
+    model = build_from_config(cfg, fe, 3)
+    model.get_layer("feature_norm").adapt(LogMel(fe.to_dict())(x))
+    expected = model.predict(x, verbose=0)
+    assert np.ptp(expected, axis=0).max() > 1e-3  # the clips get different answers
+    manifest = {"front_end": fe.to_dict(), "labels": ["a", "b", "c"]}
+    specs = {spec.name: spec for spec in FILES}
+
+    def exported(name: str, batch: int = 1):
+        """(SavedModel, manifest entry as written) of the exporter's twin for a file."""
+        spec = specs[name]
+        twin = fixed_batch_twin(model, cfg, fe, 3, spec.kind, batch, matmul_fft=spec.matmul_fft)
+        entry = json.loads(json.dumps(_describe(spec, batch, twin, fe, {})))
+        return saved_model(twin, list(twin.output_names), tmp_path / name), entry
+
+    # convert() raises on any op outside the TFLite builtins
+    saved, entry = exported("model_float.tflite")
+    clip = ClipModel.from_bytes(convert(saved, "clip"), manifest, entry)
+    assert np.abs(clip.predict(x) - expected).max() <= 1e-4
+    saved, entry = exported("stream_batch_float.tflite", batch=3)
+    lanes = StreamingModel.from_bytes(convert(saved, "lanes"), manifest, entry)
+    assert np.abs(lanes.classify(x) - expected).max() <= 1e-4
+    saved, entry = exported("stream_float.tflite")
+    stream = StreamingModel.from_bytes(convert(saved, "stream"), manifest, entry)
+    assert np.abs(stream.classify(x) - expected).max() <= 1e-4
+    calibration = stream_calibration(stream, x[:4])
+    quantized = StreamingModel.from_bytes(
+        convert_int8(saved, "int8", calibration, per_channel=False), manifest, entry
+    )
+
+    states = {s["input"]: s for s in stream.entry["states"]}
+    assert list(states) == ["audio_state", "norm_state", "h0_state"]
+    norm = states["norm_state"]
+    assert (norm["output"], norm["shape"]) == ("next_norm_state", [1, fe.n_mels])
+    assert np.array_equal(np.float32(norm["initial"]), norm_start(fe))
+    assert states["audio_state"]["initial"] == states["h0_state"]["initial"] == 0.0
+    start = np.broadcast_to(norm_start(fe), (1, fe.n_mels))
+    assert np.abs(start).min() > 3  # a speech level, not zero
+    lanes.reset()
+    assert np.array_equal(lanes.state["norm_state"], np.broadcast_to(start, (3, fe.n_mels)))
+    stream.run(x[0])
+    moved = stream.state["norm_state"].copy()
+    assert np.abs(moved - start).max() > 0.1
+    stream.reset()
+    assert np.array_equal(stream.state["norm_state"], start)
+    assert not stream.state["h0_state"].any()
+
+    assert np.abs(quantized.run(x[0])[-1] - stream.run(x[0])[-1]).max() < 0.1
+    assert np.abs(quantized.state["norm_state"] - moved).max() < 1e-4

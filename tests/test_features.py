@@ -103,6 +103,10 @@ def test_front_end_rejects_inconsistent_parameters():
         FrontEnd(fmax=9000)
     with pytest.raises(ValueError, match="unknown front-end keys"):
         FrontEnd.from_dict({"n_mel": 40})
+    with pytest.raises(ValueError, match="normalize must be"):
+        FrontEnd(normalize="pcen")
+    with pytest.raises(ValueError, match="norm_seconds"):
+        FrontEnd(normalize="running", norm_seconds=0)
 
 
 def test_front_end_round_trips_and_derives_sizes():
@@ -122,3 +126,29 @@ def test_spec_augment_masks_only_in_training():
     changed = (masked != x).mean(axis=0)
     assert 0 < (masked != x).mean() < 0.5
     assert changed.max() < 1  # never the whole spectrogram
+
+
+def test_running_normalisation_removes_a_fixed_gain_and_channel():
+    """Louder through a cheap microphone (x3 and a first-order tilt, 9 dB across the band):
+    a near-constant offset per log-mel band, which the running mean removes within a few
+    time constants. The mean starts from a speech level (norm_start), not from zero."""
+    import dataclasses
+
+    from models.logmel import norm_start
+    from tests.conftest import demo_clips
+
+    fe = FrontEnd(normalize="running", norm_seconds=0.5)
+    rng = np.random.default_rng(0)
+    audio = demo_clips(8).reshape(-1)  # 8 s of words and pauses
+    audio = (audio + rng.normal(0, 10 ** (-50 / 20), audio.shape)).astype(np.float32)
+    heard = 3 * np.convolve(audio, [1.0, 0.6])[: len(audio)].astype(np.float32)
+    both = np.stack([audio, heard])
+    plain = LogMel(dataclasses.replace(fe, normalize="none").to_dict())(both).numpy()
+    running = LogMel(fe.to_dict())(both).numpy()
+    late = slice(round(5 * fe.norm_seconds * 1000 / fe.hop_ms), None)  # after 5 constants
+    assert (np.abs(plain[0] - plain[1])[late].mean(axis=0) > 0.5).all()
+    assert np.abs(running[0] - running[1])[:10].mean() > 1.5
+    assert np.abs(running[0] - running[1])[late].mean() < 0.05
+    assert np.abs((running[0] - running[1])[late].mean(axis=0)).max() < 0.02
+    mean = (plain - running)[0, late].mean(axis=0)  # the running mean itself, settled
+    assert np.abs(mean - norm_start(fe)).max() < 3 < 5 < np.abs(mean).min()

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # Builtin in name, but they need resource variables that mobile interpreters do not set up.
 VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
 # Layers kept float in int8 models: raw audio and a power spectrum span far more than one
-# int8 scale can hold, so quantizing them flattens every quiet band to the log floor.
-FLOAT_LAYERS = ("logmel", "join_audio", "next_audio_state")
+# int8 scale can hold, so quantizing them flattens every quiet band to the log floor. A
+# quantized log-mel running mean would also stick: its per-hop updates are below one step.
+FLOAT_LAYERS = ("logmel", "join_audio", "next_audio_state", "next_norm_state")
 
 
 class ExportError(Exception):

@@ -143,13 +143,13 @@ def fixed_batch_twin(
 
 
 def front_end_difference(fe, audio: np.ndarray, chunk: int = 64) -> float:
-    """Max |log-mel difference| between LogMel and MatmulLogMel on audio (before the DCT
-    when the front end makes MFCCs, which both compute the same way)."""
+    """Max |log-mel difference| between LogMel and MatmulLogMel on audio (before any running
+    normalisation and the DCT, which both compute the same way)."""
     import dataclasses
 
     from models.logmel import LogMel, MatmulLogMel
 
-    log_mel = dataclasses.replace(fe, n_mfcc=0).to_dict()
+    log_mel = dataclasses.replace(fe, n_mfcc=0, normalize="none").to_dict()
     reference, fast = LogMel(log_mel), MatmulLogMel(log_mel)
     return max(
         float(np.abs(reference(audio[i : i + chunk]) - fast(audio[i : i + chunk])).max())
@@ -351,6 +351,8 @@ def export(
 def _describe(spec: FileSpec, batch: int, twin, fe, spectrum: dict) -> dict:
     """The manifest entry of a file before it is run: what it is and, if streaming, its
     states."""
+    from models.layers import initial_state
+
     weights, activations = PRECISION[spec.precision]
     entry = {"kind": spec.kind, "batch": batch, "weights": weights, "activations": activations}
     if spec.kind == "stream":
@@ -360,7 +362,7 @@ def _describe(spec: FileSpec, batch: int, twin, fe, spectrum: dict) -> dict:
                 "output": f"next_{t.name}",
                 "shape": [int(s) for s in t.shape],
                 "dtype": "float32",
-                "initial": 0.0,
+                "initial": initial_state(t.name, fe).tolist(),  # 0.0, or one value per band
                 "holds": _state_meaning(t.name, fe),
             }
             for t in twin.inputs[1:]
@@ -403,6 +405,8 @@ def _check(
 def _state_meaning(name: str, fe) -> str:
     if name == "audio_state":
         return f"the last {fe.context_samples} samples of audio (window - hop)"
+    if name == "norm_state":
+        return f"running mean of each of the {fe.n_mels} log-mel bands (normalize: running)"
     kind = {"h": "hidden", "c": "cell"}[name[0]]
     return f"{kind} state of recurrent layer {name[1:].split('_')[0]}"
 

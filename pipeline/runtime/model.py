@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from pipeline.runtime.detector import detector_options
 from pipeline.runtime.errors import ModelError, one_line
 from pipeline.runtime.params import FrontEnd
 from pipeline.runtime.quiet import native_stderr_silenced
@@ -91,6 +92,12 @@ class _ExportedModel:
         self.labels: list[str] = list(manifest["labels"])
         self._sig = _Signature(interpreter, where)
 
+    @property
+    def detector(self) -> dict:
+        """CommandDetector keyword arguments of the operating point chosen for this export
+        (the manifest's detector block); {} when none was, which keeps the defaults."""
+        return detector_options(self.manifest)
+
 
 class ClipModel(_ExportedModel):
     """A clip classifier: [n, clip_samples] raw audio -> [n, n_labels] probabilities.
@@ -148,7 +155,8 @@ class StreamingModel(_ExportedModel):
         if "states" not in entry:
             raise ModelError(f"{where}: manifest lists no states; not a streaming model")
         self._states = [
-            (s["input"], s["output"], float(s["initial"]), tuple(s["shape"]))
+            # initial: a number, or one value per last-axis entry (the norm state's mean)
+            (s["input"], s["output"], np.asarray(s["initial"], np.float32), tuple(s["shape"]))
             for s in entry["states"]
         ]
         missing = [

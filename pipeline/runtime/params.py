@@ -25,6 +25,11 @@ class FrontEnd:
     n_mfcc:       0 keeps log-mel features; >0 keeps that many MFCCs (DCT-II of log-mel).
     stack:        frames fed to the recurrent stack per step ("spectrogram chunks"):
                   fewer steps, same receptive field. One streaming hop is stack * hop_ms.
+    normalize:    "none", or "running": subtract from each log-mel frame (before the DCT)
+                  a causal exponential running mean per band, so a fixed channel or level
+                  (microphone response, gain, a voice's average spectrum) fades out. It
+                  streams with one state vector of n_mels values (models/logmel.py).
+    norm_seconds: time constant of that running mean.
 
     Framing is causal: a clip is left-padded with window - hop zeros, so every hop of
     new audio yields exactly one frame and a streaming model fed hop by hop computes the
@@ -41,6 +46,8 @@ class FrontEnd:
     log_floor: float = 1e-6
     n_mfcc: int = 0
     stack: int = 1
+    normalize: str = "none"
+    norm_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.clip_seconds <= 0:
@@ -53,6 +60,10 @@ class FrontEnd:
             )
         if self.n_mels < 1 or self.stack < 1 or self.n_mfcc < 0 or self.n_mfcc > self.n_mels:
             raise ValueError("n_mels and stack must be >= 1, 0 <= n_mfcc <= n_mels")
+        if self.normalize not in ("none", "running"):
+            raise ValueError(f"normalize must be 'none' or 'running', got {self.normalize!r}")
+        if not self.norm_seconds > 0:
+            raise ValueError(f"norm_seconds must be positive, got {self.norm_seconds}")
         for name in ("window_samples", "hop_samples", "clip_samples"):
             value = getattr(self, name)
             if value <= 0:
