@@ -14,9 +14,12 @@ MODEL is a streaming .tflite file or an export folder (stream_int8.tflite, else
 stream_float.tflite); default: the bundled pretrained model. Each detection is printed and
 flushed as it happens: stream time, label, score, latency (from the arrival of the audio
 that completed its hop to the print) and the model and detector time per hop; --jsonl
-prints one JSON object per detection instead. At the end of the input (or Ctrl-C) a
-summary line goes to standard error. Exit status: 0, or 2 for a usage, model or input
-error (one line on standard error).
+prints one JSON object per detection instead. The detector runs at the operating point in
+the export's manifest.json (score_stream.py --sweep --write-manifest), else at its
+defaults; --threshold, --window and --suppression each override the one value they name.
+At the end of the input (or Ctrl-C) a summary line, which ends with that operating point
+and where it came from, goes to standard error. Exit status: 0, or 2 for a usage, model
+or input error (one line on standard error).
 """
 
 from __future__ import annotations
@@ -49,19 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", help="sounddevice input device (name or number)")
     parser.add_argument(
-        "--threshold", type=float, help="averaged probability a detection needs (detector default)"
+        "--threshold",
+        type=float,
+        help="averaged probability a detection needs (default: the manifest's operating "
+        "point, else the detector's)",
     )
     parser.add_argument(
         "--window",
         type=float,
         dest="average_window_s",
-        help="moving-average window in seconds (detector default)",
+        help="moving-average window in seconds (default: the manifest's, else the detector's)",
     )
     parser.add_argument(
         "--suppression",
         type=float,
         dest="suppression_s",
-        help="seconds after a detection during which no other is reported",
+        help="seconds after a detection during which no other is reported "
+        "(default: the manifest's, else the detector's)",
     )
     parser.add_argument("--jsonl", action="store_true", help="one JSON object per detection")
     args = parser.parse_args(argv)
@@ -75,19 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
 
-    from pipeline.runtime.detector import CommandDetector
+    from pipeline.runtime.detector import detector_for
     from pipeline.runtime.errors import AudioError, ModelError, one_line
     from pipeline.runtime.listen import PcmPipe, listen, listen_model, microphone_blocks
 
-    options = {
-        k: getattr(args, k)
-        for k in ("threshold", "average_window_s", "suppression_s")
-        if getattr(args, k) is not None
-    }
     try:
         model = listen_model(args.model)
         fe = model.front_end
-        detector = CommandDetector(model.labels, fe.step_samples / fe.sample_rate, **options)
+        detector, operating_point = detector_for(
+            model.labels,
+            fe.step_samples / fe.sample_rate,
+            model.manifest,
+            threshold=args.threshold,
+            average_window_s=args.average_window_s,
+            suppression_s=args.suppression_s,
+        )
     except (OSError, ValueError, ModelError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # whoever read the detections went away: nothing left to do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    summary.notes.insert(0, operating_point)
     if pipe is not None and pipe.trailing:
         summary.notes.append(f"ignored {pipe.trailing} trailing byte(s), less than a sample")
     if dropped:

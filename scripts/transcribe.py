@@ -14,8 +14,13 @@ A file whose header declares an implausible sample rate, channel count or durati
 error row before anything is decoded (the limits are options); a long recording is
 streamed from the file in blocks, so its length costs no memory.
 
+The timeline detector runs at the operating point recorded in the export's manifest.json
+(score_stream.py --sweep --write-manifest), else at the detector's defaults; --threshold,
+--window and --suppression each override the one value they name.
+
 Rows go to --out (CSV, or JSONL for .jsonl) or to standard output as CSV; each names its
-input in `path` and a failed file carries `error`. A summary line goes to standard error.
+input in `path` and a failed file carries `error`. A summary line goes to standard error,
+after a line naming the detector's operating point when there were long recordings.
 Exit status: 0 when every file succeeded, 3 when some failed, 2 on a usage error.
 
 With --ray [ADDRESS] the same rows come from a Ray cluster (docs/distributed.md): --out is
@@ -67,19 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold",
         type=float,
-        help="averaged probability a timeline detection needs (detector default)",
+        help="averaged probability a timeline detection needs (default: the manifest's "
+        "operating point, else the detector's)",
     )
     parser.add_argument(
         "--window",
         type=float,
         dest="average_window_s",
-        help="moving-average window of the timeline in seconds",
+        help="moving-average window of the timeline in seconds "
+        "(default: the manifest's, else the detector's)",
     )
     parser.add_argument(
         "--suppression",
         type=float,
         dest="suppression_s",
-        help="seconds after a detection during which no other is reported",
+        help="seconds after a detection during which no other is reported "
+        "(default: the manifest's, else the detector's)",
     )
     parser.add_argument(
         "--resume",
@@ -215,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished rows are in the output; --resume continues", file=sys.stderr)
         return 130
+    except ValueError as exc:  # an operating point the detector cannot take
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    if summary.recordings:
+        print(summary.detector_line, file=sys.stderr)
     print(summary.line(), file=sys.stderr)
     if args.summary_json:
         print(json.dumps(summary.as_dict()), file=sys.stderr)

@@ -222,3 +222,202 @@ def test_detector_equals_the_hop_by_hop_reference(seed):
         for chunk, start in zip(pieces, starts):
             assert fast.process(chunk, start) == reference.process(chunk, start), options
     assert found > 20
+
+
+def _events(detector: CommandDetector, probs: np.ndarray) -> list[str]:
+    return [e.label for e in detector.process(probs)]
+
+
+def test_k_of_n_turns_down_a_one_hop_spike_the_average_lets_through():
+    # Over a weak background, one hop at yes=1.0 lifts yes to the top of a 5-hop average.
+    spike = np.zeros((1, len(LABELS)), np.float32)
+    spike[0, LABELS.index("yes")] = 1.0
+    track = np.concatenate(
+        [
+            probs_track([("_silence_", 1.0, 0.4)]),
+            spike,
+            probs_track([("_silence_", 1.0, 0.4), ("no", 0.3, 0.95), ("_silence_", 0.5, 0.4)]),
+        ]
+    )
+    options = {"average_window_s": 0.1, "threshold": 0.3}
+    assert _events(CommandDetector(LABELS, 0.02, **options), track) == ["yes", "no"]
+    assert _events(CommandDetector(LABELS, 0.02, k_of_n=(2, 5), **options), track) == ["no"]
+    # The hops before a call count towards the next one's k of n.
+    whole = CommandDetector(LABELS, 0.02, k_of_n=(2, 5), **options).process(track)
+    split = CommandDetector(LABELS, 0.02, k_of_n=(2, 5), **options)
+    at = 50 + 1 + 50 + 1  # the spike, then the first hop of "no"
+    assert split.process(track[:at]) + split.process(track[at:]) == whole
+
+
+def test_a_class_threshold_silences_that_class_only():
+    track = probs_track(
+        [
+            ("_silence_", 1.0, 0.9),
+            ("yes", 0.4, 0.8),
+            ("_silence_", 1.0, 0.9),
+            ("no", 0.4, 0.8),
+            ("_silence_", 0.5, 0.9),
+        ]
+    )
+    assert _events(CommandDetector(LABELS, 0.02, threshold=0.6), track) == ["yes", "no"]
+    strict_yes = CommandDetector(LABELS, 0.02, threshold=0.6, class_thresholds={"yes": 0.9})
+    assert _events(strict_yes, track) == ["no"]
+    # A class threshold below the global one: the bulk screening must not skip its hops.
+    lenient_no = CommandDetector(LABELS, 0.02, threshold=0.9, class_thresholds={"no": 0.6})
+    assert _events(lenient_no, track) == ["no"]
+    with pytest.raises(ValueError, match="unknown: \\['maybe'\\]"):
+        CommandDetector(LABELS, 0.02, class_thresholds={"maybe": 0.5})
+
+
+def test_the_margin_turns_down_a_near_tie():
+    tie = np.array([0.05, 0.05, 0.46, 0.44], np.float32)  # yes just ahead of no
+    track = np.concatenate(
+        [
+            probs_track([("_silence_", 1.0, 0.9)]),
+            np.tile(tie, (50, 1)),
+            probs_track([("_silence_", 1.0, 0.9), ("no", 0.4, 0.9), ("_silence_", 0.5, 0.9)]),
+        ]
+    )
+    assert _events(CommandDetector(LABELS, 0.02, threshold=0.4), track) == ["yes", "no"]
+    assert _events(CommandDetector(LABELS, 0.02, threshold=0.4, margin=0.1), track) == ["no"]
+
+
+class OptionsReference(ReferenceDetector):
+    """ReferenceDetector with k_of_n, class_thresholds and margin, hop by hop."""
+
+    def process(self, probs: np.ndarray, start_time: float | None = None) -> list[Detection]:
+        from collections import deque
+
+        d, events = self.d, []
+        if not hasattr(self, "recent"):
+            self.recent = deque(maxlen=d.k_of_n[1] if d.k_of_n else 1)
+        t0 = self.clock if start_time is None else start_time
+        for k, row in enumerate(probs):
+            now = t0 + (k + 1) * d.hop_seconds
+            self.window.append((now, row))
+            self.recent.append(row)
+            while self.window[0][0] <= now - d.average_window_s:
+                self.window.popleft()
+            if len(self.window) < d.min_count:
+                continue
+            average = np.mean([r for _, r in self.window], axis=0)
+            top = int(np.argmax(average))
+            label, score = d.labels[top], float(average[top])
+            threshold = d.class_thresholds.get(label, d.threshold)
+            since = (
+                np.inf
+                if self.previous in d.ignore or self.previous is None
+                else now - self.previous_time
+            )
+            decisive = average[top] - np.sort(average)[-2] >= d.margin and (
+                d.k_of_n is None or sum(r[top] > threshold for r in self.recent) >= d.k_of_n[0]
+            )
+            if score > threshold and label != self.previous and since > d.suppression_s:
+                if decisive:
+                    self.previous, self.previous_time = label, now
+                    if label not in d.ignore:
+                        events.append(Detection(round(now, 6), label, score))
+        self.clock = t0 + len(probs) * d.hop_seconds
+        return events
+
+
+def _random_probs(rng: np.random.Generator, n: int, labels: list[str]) -> np.ndarray:
+    logits = rng.normal(0, 1, (n, len(labels)))
+    for start in rng.integers(0, n, n // 40):
+        logits[start : start + rng.integers(5, 60), rng.integers(len(labels))] += rng.uniform(2, 7)
+    return (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+
+
+def test_default_options_give_the_old_detectors_events():
+    """Options left off, or set so that they change nothing, give RecognizeCommands'
+    events on a long random array, whatever path the bulk screening takes."""
+    rng = np.random.default_rng(7)
+    labels = LABELS + ["up", "down"]
+    probs = _random_probs(rng, 40000, labels)
+    for threshold in (0.4, 0.7, 0.9):
+        expected = ReferenceDetector(CommandDetector(labels, 0.02, threshold=threshold)).process(
+            probs
+        )
+        assert len(expected) > 50
+        neutral = [
+            {},
+            {"k_of_n": None, "class_thresholds": None, "margin": 0.0},
+            {"class_thresholds": dict.fromkeys(labels, threshold)},  # the per-class screening
+        ]
+        for options in neutral:
+            detector = CommandDetector(labels, 0.02, threshold=threshold, **options)
+            assert detector.process(probs) == expected, options
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_options_equal_the_hop_by_hop_reference(seed):
+    """k_of_n, class thresholds and margin on random probabilities: the bulk path (in small
+    chunks, so history crosses their edges) gives the reference's events, whole and in
+    pieces."""
+    rng = np.random.default_rng(100 + seed)
+    labels = LABELS + ["up", "down"]
+    probs = _random_probs(rng, 6000, labels)
+    found = 0
+    for _ in range(4):
+        n = int(rng.integers(2, 8))
+        options = {
+            "average_window_s": float(rng.uniform(0.04, 0.8)),
+            "threshold": float(rng.uniform(0.4, 0.9)),
+            "suppression_s": float(rng.uniform(0, 1.0)),
+            "k_of_n": (int(rng.integers(2, n + 1)), n),
+            "class_thresholds": {
+                str(l): float(rng.uniform(0.3, 0.95)) for l in rng.choice(labels, 2, replace=False)
+            },
+            "margin": float(rng.choice([0.0, rng.uniform(0, 0.5)])),
+        }
+        fast = CommandDetector(labels, 0.02, **options)
+        fast.CHUNK = 101
+        expected = OptionsReference(CommandDetector(labels, 0.02, **options)).process(probs)
+        assert fast.process(probs) == expected, options
+        found += len(expected)
+        fast.reset()
+        reference = OptionsReference(CommandDetector(labels, 0.02, **options))
+        for chunk in np.split(probs, np.sort(rng.integers(0, len(probs), 6))):
+            assert fast.process(chunk) == reference.process(chunk), options
+    assert found > 20
+
+
+def test_operating_point_from_a_manifest(pretrained):
+    from pipeline.runtime.detector import describe, detector_for, detector_options
+
+    assert StreamingModel(pretrained / "stream_int8.tflite").detector == {}  # none chosen yet
+    manifest = {
+        "detector": {
+            "threshold": 0.93,
+            "average_window_s": 0.5,
+            "suppression_s": 1.0,
+            "k_of_n": [3, 5],
+            "class_thresholds": {"yes": 0.97},
+            "margin": 0.2,
+            "chosen_on": "val15.wav",
+            "target_fa_per_hour": 2,
+            "fa_per_hour": 0.0,
+            "matched": 52.2,
+        }
+    }
+    options = detector_options(manifest)
+    assert options == {
+        "threshold": 0.93,
+        "average_window_s": 0.5,
+        "suppression_s": 1.0,
+        "k_of_n": (3, 5),
+        "class_thresholds": {"yes": 0.97},
+        "margin": 0.2,
+    }
+    detector, line = detector_for(LABELS, 0.02, manifest, threshold=0.8, suppression_s=None)
+    assert (detector.threshold, detector.k_of_n, detector.margin) == (0.8, (3, 5), 0.2)
+    assert line == (
+        "detector: threshold 0.8, window 0.5 s, suppression 1 s, 3 of 5 hops over it, "
+        "per class yes 0.97, margin 0.2 (threshold as given; the rest from manifest.json, "
+        "chosen on val15.wav for 2 FA/h)"
+    )
+    assert describe(CommandDetector(LABELS, 0.02), {}) == (
+        "detector: threshold 0.7, window 0.5 s, suppression 1 s (detector defaults)"
+    )
+    with pytest.raises(ValueError, match="malformed"):
+        detector_options({"detector": {"k_of_n": 3}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,3 +299,100 @@ def test_sweep_on_a_negative_stream_reports_false_accepts_only(demo_data, tiny_e
     )
     assert (out / "det.png").is_file()
     assert json.loads(r.stdout.splitlines()[-1])["threshold"] == 0.5  # nothing at 0.5
+
+
+def test_sweep_writes_the_operating_point_that_transcribe_and_listen_use(
+    demo_data, pretrained, tmp_path
+):
+    """A sweep on a (validation) stream records its pick in a copy of the bundled export's
+    manifest; transcription and listening on that export then run at it, a flag replacing
+    the one value it names, and transcribing there scores as the sweep said."""
+    export = tmp_path / "export"
+    shutil.copytree(pretrained, export)
+    bundled = (pretrained / "manifest.json").read_text()
+    wav, truth = tmp_path / "val.wav", tmp_path / "val_truth.csv"
+    noise = demo_data / "_background_noise_"
+    # speakers the bundled model never heard
+    _run("make_stream.py", "--clips", str(demo_data), "--split", "test", "--noise", str(noise),
+         "--minutes", "1", "--out", str(wav))  # fmt: skip
+
+    def sweep(*options: str) -> tuple[dict, list[dict]]:
+        """The picked row and every row of a sweep that writes its pick to the manifest."""
+        out = tmp_path / f"sweep{len(options)}"
+        r = _run("score_stream.py", "--sweep", "--model", str(export), "--audio", str(wav),
+                 "--truth", str(truth), "--out", str(out), "--target-fa", "60",
+                 "--write-manifest", *options)  # fmt: skip
+        assert f"wrote {export / 'manifest.json'}: detector: threshold" in r.stderr
+        with open(out / "sweep.csv", newline="") as f:
+            return json.loads(r.stdout.splitlines()[-1]), list(csv.DictReader(f))
+
+    def transcribe(*flags: str) -> tuple[list[str], dict, dict]:
+        """stderr lines, the summary JSON and the score of the detections."""
+        results = tmp_path / "results.csv"
+        r = _run("transcribe.py", "--model", str(export), str(wav), "--out", str(results),
+                 "--summary-json", *flags)  # fmt: skip
+        scored = _run("score_stream.py", "--truth", str(truth), "--results", str(results))
+        lines = r.stderr.splitlines()
+        return lines, json.loads(lines[-1]), json.loads(scored.stdout.splitlines()[-1])
+
+    def score_of(pick: dict) -> dict:
+        return {k: v for k, v in pick.items() if k not in ("threshold", "target_fa_per_hour")}
+
+    pick, rows = sweep()
+    assert pick["matched_pct"] > 50 and pick["false_accepts_per_hour"] <= 60
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert manifest.pop("detector") == {
+        "threshold": pick["threshold"],
+        "average_window_s": 0.5,
+        "suppression_s": 1.0,
+        "chosen_on": "val.wav",
+        "target_fa_per_hour": 60.0,
+        "fa_per_hour": pick["false_accepts_per_hour"],
+        "matched": pick["matched_pct"],
+    }
+    assert manifest == json.loads(bundled)  # the rest kept
+    assert (pretrained / "manifest.json").read_text() == bundled
+
+    source = "from manifest.json, chosen on val.wav for 60 FA/h"
+    point = f"detector: threshold {pick['threshold']:g}, window 0.5 s, suppression 1 s ({source})"
+    lines, summary, scored = transcribe()
+    assert point in lines and summary["detector"]["threshold"] == pick["threshold"]
+    assert scored == score_of(pick)
+
+    lines, summary, scored = transcribe("--threshold", "0.99")
+    given = "detector: threshold 0.99, window 0.5 s, suppression 1 s (threshold as given;"
+    assert f"{given} the rest {source})" in lines and summary["detector"]["threshold"] == 0.99
+    assert scored["detections"] == int(
+        next(r for r in rows if r["threshold"] == "0.99")["detections"]
+    )
+
+    pcm, _ = sf.read(wav, dtype="int16")
+    heard = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "listen.py"), "-", "--model", str(export)],
+        input=pcm.tobytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert heard.returncode == 0, heard.stderr.decode()
+    assert heard.stderr.decode().strip().endswith("; " + point)
+
+    # k-of-n, a margin and a class threshold are swept, recorded and used the same way.
+    pick, _ = sweep("--k-of-n", "3", "5", "--margin", "0.2", "--class-threshold", "yes=0.95")
+    block = json.loads((export / "manifest.json").read_text())["detector"]
+    assert block["threshold"] == pick["threshold"]
+    assert (block["k_of_n"], block["class_thresholds"], block["margin"]) == (
+        [3, 5],
+        {"yes": 0.95},
+        0.2,
+    )
+    lines, summary, scored = transcribe()
+    assert lines[-3].endswith(f"3 of 5 hops over it, per class yes 0.95, margin 0.2 ({source})")
+    assert summary["detector"] == {k: block[k] for k in summary["detector"]}
+    assert scored == score_of(pick)
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "score_stream.py"), "--sweep", "--audio", str(wav),
+         "--out", str(tmp_path / "x"), "--write-manifest"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2 and "--write-manifest needs --model" in r.stderr

@@ -42,7 +42,9 @@ class Recognizer(Protocol):
     [n, n_labels] in order as they are ready, row i of all of them covering the audio up
     to (i + 1) * front_end.step_samples; neither the rows nor the memory depend on how
     the signal was cut into blocks. samples, the length the file's header declares,
-    shortens the segments of a recording shorter than K full ones so all K lanes work."""
+    shortens the segments of a recording shorter than K full ones so all K lanes work.
+    An exported model also has `manifest`, whose detector block (if any) is the operating
+    point transcription uses by default."""
 
     front_end: FrontEnd
     labels: list[str]
@@ -160,6 +162,7 @@ class TFLiteRecognizer:
             make = lambda: ClipModel(given, num_threads=1)  # noqa: E731
         first = make()
         self.path, self.front_end, self.labels = given, first.front_end, list(first.labels)
+        self.manifest: dict = first.manifest  # its detector block: the default operating point
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for m in [first] + [make() for _ in range(self.instances - 1)]:
             self._free.put(m)

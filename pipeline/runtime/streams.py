@@ -9,12 +9,15 @@ _unknown_, optionally with pieces of other speech) measures false accepts alone.
 
 A threshold sweep runs the detector many times over one set of per-hop probabilities, so
 the trade-off between matched commands and false accepts per hour (a DET curve) costs one
-pass of the model.
+pass of the model. The threshold it picks, with the rest of the detector's settings, can
+be recorded in the export's manifest as its operating point, which the runtime's tools
+then use by default.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -25,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.runtime.audio import fit_to_length, load_audio, resample, speech_span, word_span
-from pipeline.runtime.detector import CommandDetector, Detection
+from pipeline.runtime.detector import BLOCK, CommandDetector, Detection
 from pipeline.runtime.errors import AudioError
 from pipeline.runtime.files import atomic_write, atomic_write_text
 from pipeline.runtime.labels import IGNORED, SILENCE, UNKNOWN
@@ -319,6 +322,28 @@ def pick_threshold(rows: list[dict], target_fa: float) -> dict | None:
     accepts per hour (the lowest threshold among equals); None when none is that quiet."""
     quiet = [r for r in rows if r["false_accepts_per_hour"] <= target_fa]
     return max(quiet, key=lambda r: (r["matched_pct"], -r["threshold"]), default=None)
+
+
+def operating_point(detector: CommandDetector, row: dict, chosen_on: str, target_fa: float) -> dict:
+    """The manifest's detector block for a detector picked from a sweep row: its settings
+    and what they gave on the stream they were chosen on (matched: % of its commands, None
+    on a negative stream)."""
+    return {
+        **detector.operating_point,
+        "chosen_on": chosen_on,
+        "target_fa_per_hour": target_fa,
+        "fa_per_hour": row["false_accepts_per_hour"],
+        "matched": row["matched_pct"] if row["commands"] else None,
+    }
+
+
+def write_operating_point(manifest_path: Path, block: dict) -> None:
+    """Set the detector block of an export's manifest, keeping everything else; the file
+    is replaced atomically, so a tool opening the export meanwhile reads the old manifest
+    or the new one."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    manifest[BLOCK] = block
+    atomic_write_text(Path(manifest_path), json.dumps(manifest, indent=2) + "\n")
 
 
 def format_pick(rows: list[dict], target_fa: float) -> str:

@@ -2,10 +2,11 @@
 
 A clip no longer than the model window gets one row (label, score, top-k). A longer
 recording gets a timeline: the streaming model's per-hop class probabilities go through the
-command detector (moving average, threshold, suppression) and every detection becomes a
-row, followed by the file's summary row. Worker threads decode clips ahead of the main
-thread, which hands fixed-size batches to as many model instances as there are cores
-(the interpreter releases the GIL); rows are written and flushed as each batch finishes.
+command detector (moving average, threshold, suppression; by default the operating point
+recorded in the export's manifest) and every detection becomes a row, followed by the
+file's summary row. Worker threads decode clips ahead of the main thread, which hands
+fixed-size batches to as many model instances as there are cores (the interpreter
+releases the GIL); rows are written and flushed as each batch finishes.
 Which is which is decided from the header; a recording is streamed from the file in
 blocks and nothing kept of it grows with its length.
 
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.runtime.audio import DEFAULT_LIMITS, AudioLimits, Header, stream_audio, word_span
-from pipeline.runtime.detector import CommandDetector, Detection
+from pipeline.runtime.detector import CommandDetector, Detection, detector_for
 from pipeline.runtime.errors import AudioError, one_line
 from pipeline.runtime.inputs import Decoded, decoded
 from pipeline.runtime.plot import Envelope, Spectrogram
@@ -37,6 +38,9 @@ EXIT_SOME_FAILED = 3
 
 @dataclass
 class Settings:
+    """threshold, average_window_s and suppression_s override the model's operating point
+    (its manifest's detector block, else the detector's defaults) one value each."""
+
     top_k: int = 3
     threshold: float | None = None
     average_window_s: float | None = None
@@ -58,6 +62,8 @@ class Summary:
     detections: int = 0
     wall_s: float = 0.0
     failed: list[str] = field(default_factory=list)
+    detector: dict = field(default_factory=dict)  # the operating point of the timelines
+    detector_line: str = ""  # which one it is and where it came from, for people
 
     def line(self) -> str:
         rate = self.files / self.wall_s if self.wall_s else 0.0
@@ -79,6 +85,7 @@ class Summary:
             "wall_s": round(self.wall_s, 3),
             "files_per_s": round(self.files / self.wall_s, 1) if self.wall_s else 0.0,
             "x_real_time": round(self.audio_s / self.wall_s, 1) if self.wall_s else 0.0,
+            **({"detector": self.detector} if self.detector else {}),
         }
 
 
@@ -100,15 +107,16 @@ class Transcriber:
         self.model, self.writer, self.s, self.progress = model, writer, settings, progress
         self.fe = model.front_end
         self.summary = Summary()
-        self._detector_options: dict[str, Any] = {
-            k: v
-            for k, v in (
-                ("threshold", settings.threshold),
-                ("average_window_s", settings.average_window_s),
-                ("suppression_s", settings.suppression_s),
-            )
-            if v is not None
-        }
+        # Built once here so that an unusable operating point fails the run, not each file.
+        detector, self.summary.detector_line = detector_for(
+            model.labels,
+            self.fe.step_samples / self.fe.sample_rate,
+            getattr(model, "manifest", {}),  # a Keras run has none
+            threshold=settings.threshold,
+            average_window_s=settings.average_window_s,
+            suppression_s=settings.suppression_s,
+        )
+        self.summary.detector = self._detector_options = detector.operating_point
 
     def run(self, items: Iterable[tuple[str, str | None]]) -> Summary:
         """Decode items ahead in worker threads and transcribe them."""
