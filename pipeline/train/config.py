@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0,
         "clipnorm": 0.0,  # >0: clip each gradient to this norm (plain RNNs need it)
         "patience": 10,  # early stopping on validation accuracy
+        "min_steps": 0,  # >0: small sets make several passes per epoch to take this many steps
         "ema": 0.0,  # >0: keep an exponential moving average of the weights
         # with this momentum and validate/save the averaged model
         # Stream-native training (pipeline/data/windows.py): null trains on one-second clips

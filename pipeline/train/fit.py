@@ -379,6 +379,16 @@ def train(
     batch = t["batch_size"] // workers.count
     waves, count = shard(data, "train", workers)
     seed = cfg["seed"] + 1000 * workers.rank
+    # A few speakers' takes fill a handful of batches: an epoch then makes several passes,
+    # so the run takes train.min_steps steps however small the set (the schedule, early
+    # stopping and checkpoints keep counting in epochs).
+    passes = max(1, -(-t["min_steps"] * batch // (t["epochs"] * count)))
+    if passes > 1:
+        waves, count = waves.repeat(passes), count * passes
+        if verbose and workers.chief:
+            print(
+                f"train.min_steps {t['min_steps']}: {passes} passes over the training set per epoch"
+            )
 
     def evaluation(split):
         return evaluation_batches(data, data.waves(split), cfg, cfg["seed"] + 1, t["batch_size"])
