@@ -25,29 +25,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SPEAKERS = 5
 
-# The recipe a user got before: a speaker split of whatever voices there are, nothing that
-# varies the voice, no noise without a noise folder.
+# The recipe a user got before: a run as long as the set's epochs make it, a speaker split
+# of whatever voices there are, nothing that varies the voice, no noise without a noise
+# folder. Each lever below adds one setting to the row above it.
 BEFORE = {
+    "train.min_steps": "0",
     "data.split": "speaker",
     "augment.generated_noise": "false",
     "augment.pitch": "0",
     "augment.vtlp": "0",
 }
-LEVERS: dict[str, dict[str, str]] = {
-    "before": {},
-    "take split": {"data.split": "auto"},
-    "generated noise": {"augment.generated_noise": "true"},
-    "voice variation": {"augment.pitch": "null", "augment.vtlp": "null"},
-    "running norm": {"front_end.normalize": "running"},
-    "synthetic voices": {"data.synthetic": "true"},
-    "defaults": {
-        "data.split": "auto",
-        "augment.generated_noise": "true",
-        "augment.pitch": "null",
-        "augment.vtlp": "null",
-    },
-}
-LEVERS["all"] = {**LEVERS["defaults"], "data.synthetic": "true"}
+STEPS = [
+    ("before", {}),
+    ("min steps", {"train.min_steps": "2000"}),
+    ("take split", {"data.split": "auto"}),
+    ("generated noise", {"augment.generated_noise": "true"}),
+    ("voice variation", {"augment.pitch": "null", "augment.vtlp": "null"}),
+    ("synthetic voices", {"data.synthetic": "true"}),
+    ("running norm", {"front_end.normalize": "running"}),
+]
+LEVERS: dict[str, dict[str, str]] = {}
+for _name, _change in STEPS:
+    LEVERS[_name] = {**(list(LEVERS.values())[-1] if LEVERS else {}), **_change}
+# each lever left out of the final recipe, to see what it adds there
+for _name, _change in STEPS[1:-1]:
+    LEVERS[f"all but {_name}"] = {k: v for k, v in LEVERS[STEPS[-1][0]].items() if k not in _change}
 
 
 def overrides(lever: str, seed: int) -> list[str]:
