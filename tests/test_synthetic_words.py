@@ -4,13 +4,14 @@ A real espeak-ng run where it is installed; everything else (reuse of a cache ma
 elsewhere, unfinished entries, _unknown_ takes, config errors) runs without any engine.
 """
 
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
-from pipeline.data.folders import UNKNOWN, load_dataset
+from pipeline.data.folders import SILENCE, UNKNOWN, load_dataset
 from pipeline.data.sources import open_source
 from pipeline.data.synthetic_words import (
     MARKER,
@@ -141,10 +142,14 @@ def test_unknown_takes_get_an_unknown_class(word_set, demo_data, tmp_path, monke
         _prepare(tmp_path / "cache", text, 1, demo_data)
     real = load_dataset(word_set, cfg)
     ds = add_synthetic(real, cfg, seed=0)
-    assert ds.labels == real.labels + [UNKNOWN] and real.labels == sorted(WORDS)
+    assert ds.labels == real.labels + [UNKNOWN] and real.labels == [SILENCE, *sorted(WORDS)]
     added = [ds.labels[i] for _, i in ds.splits["train"][len(real.splits["train"]) :]]
     n_unknown = len(unknown_words(["lights on", "lights off"]))
-    assert added.count(UNKNOWN) == n_unknown > 50 and len(added) == n_unknown + 2
+    spoken = n_unknown + 2
+    assert added.count(UNKNOWN) == n_unknown > 50 and len(added) - added.count(SILENCE) == spoken
+    # generated _silence_ keeps its share of the grown training split
+    silence = sum(1 for label in ds.splits["train"] if label[1] == 0)
+    assert silence == math.ceil((len(ds.splits["train"]) - silence) * 0.1 / 0.9)
 
 
 def test_synthetic_is_for_training_on_local_folders(word_set, tmp_path, monkeypatch):
@@ -154,7 +159,7 @@ def test_synthetic_is_for_training_on_local_folders(word_set, tmp_path, monkeypa
         open_source("tfds:speech_commands", cfg, fe)
     # evaluation passes the model's labels and scores the set's own clips: nothing to make
     source = open_source(word_set, cfg, fe, labels=sorted(WORDS))
-    assert source.counts() == load_dataset(word_set, cfg).counts()
+    assert source.counts() == load_dataset(word_set, cfg, labels=sorted(WORDS)).counts()
     with pytest.raises(ConfigError, match="no TTS engine found"):
         open_source(word_set, cfg, fe)
 

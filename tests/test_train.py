@@ -116,7 +116,7 @@ def test_training_on_custom_words_uses_folder_names(demo_data, tmp_path):
         tmp_path / "run",
         verbose=0,
     )
-    assert (tmp_path / "run" / "labels.txt").read_text().split() == ["off", "on"]
+    assert (tmp_path / "run" / "labels.txt").read_text().split() == ["_silence_", "off", "on"]
     assert metrics["validation"]["n"] > 0
 
 

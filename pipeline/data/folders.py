@@ -241,12 +241,21 @@ def load_dataset(
     rate = native_rate([f for _, f in found])
     if words is None:
         names = labels or [p.name for p in folders]
+        # A model that listens to a stream must be able to say "nothing": training on a
+        # folder-per-label set adds a _silence_ class cut from the noise (data.silence_fraction).
+        background = labels is None and data_cfg["silence_fraction"] > 0 and SILENCE not in names
+        if background:
+            names = [SILENCE, *names]
         ds = Dataset(list(names), layout, {s: [] for s in SPLITS}, noise, speakers, rule, rate)
         index = {n: i for i, n in enumerate(ds.labels)}
         for folder, f in found:
             if folder.name not in index:
                 raise ValueError(f"{folder}: folder is not one of the model's labels")
             ds.splits[split_of[f]].append((str(f), index[folder.name]))
+        if background:
+            share = data_cfg["silence_fraction"]
+            for examples in ds.splits.values():
+                examples += [("", 0)] * math.ceil(len(examples) * share / (1 - share))
         return ds
 
     ds = Dataset(labels or [SILENCE, UNKNOWN, *words], layout, {}, noise, speakers, rule, rate)

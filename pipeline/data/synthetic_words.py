@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -227,4 +228,10 @@ def add_synthetic(ds: Dataset, data_cfg: dict, seed: int, verbose: bool = True) 
             else "reused"
         )
         log(f"synthetic: {amount}, cached in {cache_root(synthetic)} ({how})")
+    if SILENCE in labels:  # generated _silence_ keeps its share of the grown split
+        share = data_cfg["silence_fraction"]
+        silence = labels.index(SILENCE)
+        spoken_takes = sum(1 for p, i in train if p or i != silence)
+        missing = math.ceil(spoken_takes * share / (1 - share)) - (len(train) - spoken_takes)
+        train += [("", silence)] * max(0, missing)
     return replace(ds, labels=labels, splits={**ds.splits, "train": train})

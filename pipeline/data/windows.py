@@ -6,8 +6,9 @@ the window's start. Every step gets a target: the word's label from the word's e
 short span (and at least to the end of its one-second clip, where a clip model answers),
 where a streaming detector should fire; _unknown_ throughout an other word; _silence_
 (background) elsewhere; and no loss inside a command word, where the label is not yet
-knowable, or during the burn-in steps while the state warms up from zero. Word extents come from energy, by the rule the
-test-stream builder marks words with (10 ms frames within 20 dB of the loudest).
+knowable, or during the burn-in steps while the state warms up from zero. Word extents
+come from energy, by the rule the test-stream builder marks words with (10 ms frames
+within 20 dB of the loudest).
 """
 
 from __future__ import annotations
