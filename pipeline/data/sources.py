@@ -3,14 +3,15 @@ a cached tf.data of (waveform, label)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data.folders import Dataset, load_dataset, load_noise
+from pipeline.data.folders import Dataset, audio_files, load_dataset, load_noise
 from pipeline.data.tfdata import decoded, eval_batches
-from pipeline.runtime.labels import silence_index
+from pipeline.runtime.labels import UNKNOWN, silence_index
 from pipeline.runtime.params import FrontEnd
 from pipeline.train.config import ConfigError
 
@@ -62,12 +63,15 @@ def open_source(
 ):
     """A local folder (any supported layout) or 'tfds:NAME[@DATA_DIR][?manual_dir=DIR]'.
 
-    data.synthetic adds TTS takes for training only: evaluation and export pass the model's
-    labels and score or calibrate on the set's own clips."""
+    data.synthetic and data.negatives add to the training split only: evaluation and export
+    pass the model's labels and score or calibrate on the set's own clips."""
     synthetic = data_cfg.get("synthetic") and labels is None
+    negatives = data_cfg.get("negatives") if labels is None else None
     if str(source).startswith(TFDS_PREFIX):
         if synthetic:
             raise ConfigError("data.synthetic: TTS takes are added to local folder sets only")
+        if negatives:
+            raise ConfigError("data.negatives: added to local folder sets only")
         from pipeline.data.tfds_source import TfdsSource
 
         return TfdsSource(str(source)[len(TFDS_PREFIX) :], data_cfg, fe, seed, labels)
@@ -76,7 +80,28 @@ def open_source(
         from pipeline.data.synthetic_words import add_synthetic
 
         ds = add_synthetic(ds, data_cfg, seed)
+    if negatives:
+        ds = add_negatives(ds, negatives)
     return FolderSource(ds, fe)
+
+
+def add_negatives(ds: Dataset, folders: list[str]) -> Dataset:
+    """ds with every audio file under folders added to its training split as _unknown_:
+    recordings known to hold no command (mined false triggers) are each worth training on,
+    so none is left out as the balanced sample of other words leaves some out."""
+    if UNKNOWN not in ds.labels:
+        raise ConfigError(f"data.negatives: the labels have no {UNKNOWN} class to add them to")
+    files: list[str] = []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"data.negatives: {folder}: folder not found")
+        found = audio_files(Path(folder))
+        if not found:
+            raise ConfigError(f"data.negatives: {folder}: no audio files there")
+        files += [str(f) for f in found]
+    unknown = ds.labels.index(UNKNOWN)
+    train = ds.splits.get("train", []) + [(f, unknown) for f in dict.fromkeys(files)]
+    return replace(ds, splits={**ds.splits, "train": train})
 
 
 def evaluation_batches(

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
         # cached between runs: true, or a mapping of SYNTHETIC_KEYS, e.g.
         # {per_word: 200, unknown: true, spellings: {lights_on: lights on}}
         "synthetic": None,
+        # Folders of audio known to hold no command (hard negatives, e.g. mined false
+        # triggers): every file joins the training split as _unknown_, none left out.
+        "negatives": [],
     },
     "front_end": FrontEnd().to_dict(),
     "model": {
@@ -79,6 +82,10 @@ DEFAULTS: dict[str, Any] = {
         # answered at their last step; a mapping trains on windows with a target per step,
         # e.g. {seconds: 2.0, target_s: 0.5, burn_in_s: 0.3, target_weight: 1.0}
         "windows": None,
+        # A run directory whose weights (feature normalisation included) the model starts
+        # from instead of a fresh init, to fine-tune it; its architecture and front end
+        # must be this config's. null: a fresh start.
+        "init_from": None,
     },
 }
 WINDOW_KEYS = {"seconds": 2.0, "target_s": 0.5, "burn_in_s": 0.3, "target_weight": 1.0}
@@ -104,6 +111,7 @@ _FREE = {
     ("augment", "vtlp"),
     ("augment", "spec_augment"),
     ("train", "windows"),
+    ("train", "init_from"),
 }
 _CHOICES = {
     ("train", "schedule"): {"cosine", "constant"},
@@ -209,6 +217,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
         _set(user, key.strip(), raw)
+    return resolve(user)
+
+
+def resolve(user: dict) -> dict:
+    """A config mapping with every default filled in, validated. A saved config goes
+    through it again before it is compared, so a key added since it was saved (at its
+    default) does not make an old run look different."""
     cfg = _check(_merge(DEFAULTS, user), DEFAULTS, ())
     try:
         FrontEnd.from_dict(cfg["front_end"])
@@ -243,6 +258,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
     if cfg["train"]["windows"] is not None:
         cfg["train"]["windows"] = _check_windows(cfg["train"]["windows"], cfg["front_end"])
     cfg["data"]["synthetic"] = check_synthetic(cfg["data"]["synthetic"])
+    negatives = cfg["data"]["negatives"]
+    if not all(isinstance(f, str) and f for f in negatives):
+        raise ConfigError(f"data.negatives: expected a list of folders, got {negatives!r}")
+    init_from = cfg["train"]["init_from"]
+    if init_from is not None and not (isinstance(init_from, str) and init_from):
+        raise ConfigError(f"train.init_from: expected a run directory or null, got {init_from!r}")
     return cfg
 
 
