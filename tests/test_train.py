@@ -18,6 +18,25 @@ def _epochs(run: Path) -> list[int]:
     return [int(line.split(",")[0]) for line in lines]
 
 
+def test_a_key_added_since_a_run_was_saved_does_not_block_it(tiny_run, tmp_path):
+    """A run saved before a config key existed is the same run when that key is at its
+    default, so it resumes or reports its scores instead of being refused."""
+    import shutil
+
+    import yaml
+
+    from pipeline.train.config import load_config
+    from pipeline.train.fit import train
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    request = yaml.safe_load((run / "request.yaml").read_text())
+    del request["train"]["min_steps"]
+    (run / "request.yaml").write_text(yaml.safe_dump(request, sort_keys=False))
+    metrics = train(load_config(None, TINY), str(DEMO), run, verbose=0)
+    assert metrics == json.loads((run / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     run = tmp_path / "run"

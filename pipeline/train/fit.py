@@ -37,12 +37,14 @@ from pipeline.data.augment import coloured_noise
 from pipeline.data.sources import FolderSource, evaluation_batches, open_source
 from pipeline.data.tfdata import decoded, training_batches
 from pipeline.data.windows import Windows
+from pipeline.runtime.errors import one_line
 from pipeline.runtime.files import atomic_write, atomic_write_text
 from pipeline.runtime.labels import UNKNOWN, silence_index
 from pipeline.runtime.params import FrontEnd, save_model_info
 from pipeline.train.adapt import adapt_to_data
-from pipeline.train.config import ConfigError, load_yaml
+from pipeline.train.config import ConfigError, load_yaml, resolve
 from pipeline.train.evaluate import format_report, plot_confusion, plot_history, report
+from pipeline.train.runs import load_run
 
 
 @dataclass
@@ -161,6 +163,47 @@ def lr_schedule(cfg: dict, steps_per_epoch: int):
     )
 
 
+def load_init(run: str | Path) -> tuple[keras.Model, FrontEnd, list[str]]:
+    """The run train.init_from names, opened before any data work so a wrong path fails
+    at once."""
+    try:
+        return load_run(run)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise ConfigError(f"train.init_from: {one_line(exc)}") from None
+
+
+def start_from(
+    model: keras.Model,
+    init: tuple[keras.Model, FrontEnd, list[str]],
+    fe: FrontEnd,
+    labels: list[str],
+) -> None:
+    """Copy a trained run's weights into model, the normaliser's statistics included (the
+    fine-tuned model must see the features the source model learnt on), after checking
+    that it is the same network: front end, labels and every layer's weight shapes."""
+    source, source_fe, source_labels = init
+    theirs, ours = source_fe.to_dict(), fe.to_dict()
+    problem = ""
+    if theirs != ours:
+        problem = "front_end." + ", ".join(k for k in ours if theirs.get(k) != ours[k]) + " differ"
+    elif source_labels != labels:
+        problem = f"labels {source_labels} differ from this data's {labels}"
+    for layer in model.layers if not problem else ():
+        shapes = [tuple(w.shape) for w in layer.weights]
+        try:
+            source_shapes = [tuple(w.shape) for w in source.get_layer(layer.name).weights]
+        except ValueError:
+            source_shapes = None
+        if shapes and shapes != source_shapes:
+            problem = f"layer {layer.name} has weights {source_shapes}, this config's {shapes}"
+            break
+    if problem:
+        raise ConfigError(
+            f"train.init_from: {problem}; its architecture and front end must be this config's"
+        )
+    copy_weights(source, model)
+
+
 def _one_hot(n):
     def f(x, y):
         return x, tf.one_hot(y, n)
@@ -186,6 +229,12 @@ def _resolved_config(run_dir: Path, cfg: dict, source: str) -> dict:
     wanted = {**cfg, "source": str(source)}
     if saved_path:
         saved = load_yaml(saved_path.read_text())
+        if isinstance(saved, dict) and "source" in saved:  # keys added since: their defaults
+            source_of = saved.pop("source")
+            try:
+                saved = {**resolve(saved), "source": source_of}
+            except ConfigError:
+                pass  # a key since removed or changed: a different config
         if saved != wanted:
             raise ConfigError(
                 f"{run_dir} holds a run with a different config or data; "
@@ -349,6 +398,7 @@ def train(
             print(f"{run_dir}: training already finished; metrics.json holds its scores")
         return json.loads((run_dir / "metrics.json").read_text())
     t = cfg["train"]
+    init = load_init(t["init_from"]) if t["init_from"] else None
     if t["batch_size"] % workers.count:
         raise ConfigError(
             f"train.batch_size {t['batch_size']} must be a multiple of the {workers.count} "
@@ -428,6 +478,8 @@ def train(
         for v, m in zip(stats, mean_over_workers(workers.strategy, [v.value for v in stats])):
             v.assign(m)
         norm.finalize_state()
+        if init is not None:
+            start_from(model, init, fe, labels)
         model.compile(
             optimizer=opt_cls(lr_schedule(cfg, steps), **opt_kw), loss=loss, metrics=["accuracy"]
         )
