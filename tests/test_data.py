@@ -165,6 +165,9 @@ def test_speaker_of_names_the_speaker():
     assert speaker_of(d / "0" / "0_jackson_12.wav", d / "0", None) == "jackson"
     assert speaker_of(d / "lights" / "anna" / "take-3.wav", d / "lights", None) == "anna"
     assert speaker_of(d / "yes" / "yes_3.wav", d / "yes", None) is None
+    # a multi-word label is removed whole, and only where it stands as its own token
+    assert speaker_of(d / "lights_on" / "lights_on_bob_3.wav", d / "lights_on", None) == "bob"
+    assert speaker_of(d / "on" / "jon_on_1.wav", d / "on", None) == "jon"
     pattern = r"^rec-([a-z]+)-\d+"
     assert speaker_of(d / "go" / "rec-bob-07.wav", d / "go", pattern) == "bob"
     assert speaker_of(d / "go" / "bob_nohash_0.wav", d / "go", pattern) is None

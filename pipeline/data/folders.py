@@ -119,7 +119,8 @@ def speaker_of(path: str | Path, label_folder: str | Path, pattern: str | None) 
     """Who speaks in a file, from its name or folder: pattern's first group when a pattern
     is given, else the name before _nohash_ (Speech Commands), else a subfolder of the
     label folder (word/speaker/take.wav), else the name's tokens that are neither numbers
-    nor the label (FSDD's 0_jackson_12.wav is jackson). None when nothing names one."""
+    nor the label (FSDD's 0_jackson_12.wav is jackson, lights_on_bob_3.wav in lights_on/ is
+    bob). None when nothing names one."""
     path, label_folder = Path(path), Path(label_folder)
     if pattern is not None:
         match = re.search(pattern, path.name)
@@ -130,9 +131,8 @@ def speaker_of(path: str | Path, label_folder: str | Path, pattern: str | None) 
     if len(inner) > 1:
         return inner[0]
     label = label_folder.name.lower()
-    tokens = [
-        t for t in re.split(r"[_\-. ]+", path.stem) if t and not t.isdigit() and t.lower() != label
-    ]
+    stem = re.sub(rf"(?<![a-z0-9]){re.escape(label)}(?![a-z0-9])", " ", path.stem.lower())
+    tokens = [t for t in re.split(r"[_\-. ]+", stem) if t and not t.isdigit() and t != label]
     return "_".join(tokens) or None
 
 
