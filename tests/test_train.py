@@ -161,6 +161,29 @@ def test_resumed_run_never_overwrites_a_better_model(tmp_path):
     assert path.read_bytes() != saved
 
 
+def test_a_tie_in_accuracy_goes_to_the_lower_validation_loss(tmp_path):
+    import keras
+
+    from pipeline.train.fit import BestCheckpoint
+
+    path = tmp_path / "model.keras"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best = BestCheckpoint(path)
+    best.set_model(model)
+    best.on_epoch_end(0, {"val_accuracy": 0.9, "val_loss": 0.5})
+    for epoch, loss in ((1, 0.7), (2, 0.3), (3, 0.4)):
+        best.on_epoch_end(epoch, {"val_accuracy": 0.9, "val_loss": loss})
+    assert json.loads((tmp_path / "best.json").read_text()) == {
+        "val_accuracy": 0.9,
+        "val_loss": 0.3,
+        "epoch": 3,
+    }
+    again = BestCheckpoint(path)  # resumed: the loss of the saved epoch is kept too
+    again.set_model(model)
+    again.on_epoch_end(4, {"val_accuracy": 0.9, "val_loss": 0.35})
+    assert json.loads((tmp_path / "best.json").read_text())["epoch"] == 3
+
+
 class _Killed(Exception):
     pass
 
