@@ -421,3 +421,20 @@ def test_operating_point_from_a_manifest(pretrained):
     )
     with pytest.raises(ValueError, match="malformed"):
         detector_options({"detector": {"k_of_n": 3}})
+
+
+def test_detector_fed_hop_by_hop_gives_the_events_of_one_call():
+    """A live stream arrives one hop at a time: its events must not depend on how the
+    probabilities were cut into calls (a drifting clock moves hops across the window edge)."""
+    rng = np.random.default_rng(7)
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    # a word every 40 hops whose top score hovers around the threshold
+    top = np.repeat(rng.integers(0, len(labels), 150), 40)
+    probs = rng.uniform(0, 0.1, (len(top), len(labels)))
+    probs[np.arange(len(top)), top] = rng.uniform(0.4, 0.95, len(top))
+    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
+    whole = CommandDetector(labels, 0.02, threshold=0.6).process(probs)
+    live = CommandDetector(labels, 0.02, threshold=0.6)
+    pieces = [e for k in range(len(probs)) for e in live.process(probs[k : k + 1])]
+    assert len(whole) > 20
+    assert [(e.time_s, e.label) for e in pieces] == [(e.time_s, e.label) for e in whole]

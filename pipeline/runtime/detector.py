@@ -105,18 +105,22 @@ class CommandDetector:
         self._recent = self._rows  # the last n - 1 hops, for k_of_n
         self._previous: str | None = None
         self._previous_time = -np.inf
-        self._clock = 0.0
+        # The clock is an origin plus a whole number of hops: summing float hop lengths
+        # call after call drifts, and a hop at the window's edge would then be in or out
+        # depending on how the stream was cut into calls.
+        self._origin, self._hops = 0.0, 0
 
     def process(self, probs: np.ndarray, start_time: float | None = None) -> list[Detection]:
         """Events in probs [n_hops, n_labels] (probabilities, in [0, 1]); row k ends at
         start_time + (k+1)*hop. start_time None continues where the previous call ended."""
         probs = np.asarray(probs, np.float32).reshape(-1, len(self.labels))
-        t0 = self._clock if start_time is None else start_time
-        now = t0 + np.arange(1, len(probs) + 1) * self.hop_seconds
+        if start_time is not None:
+            self._origin, self._hops = start_time, 0
+        now = self._origin + (self._hops + np.arange(1, len(probs) + 1)) * self.hop_seconds
         events = []
         for i in range(0, len(probs), self.CHUNK):
             events += self._process(probs[i : i + self.CHUNK], now[i : i + self.CHUNK])
-        self._clock = t0 + len(probs) * self.hop_seconds
+        self._hops += len(probs)
         return events
 
     def _process(self, probs: np.ndarray, now: np.ndarray) -> list[Detection]:
