@@ -221,15 +221,8 @@ def _without_lists(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("name", ["demo", "dev"])
-def test_archive_without_list_files_keeps_the_speech_commands_split(name, demo_data, tmp_path):
-    src = (
-        demo_data
-        if name == "demo"
-        else Path(__file__).parents[2] / "shared/data/speech_commands_dev"
-    )
-    if not src.is_dir():
-        pytest.skip(f"{src} not present")
+def test_archive_without_list_files_keeps_the_speech_commands_split(demo_data, tmp_path):
+    src = demo_data
     root = _without_lists(src, tmp_path / "archive")
     for words in (CFG["words"], None):
         ds = load_dataset(root, {**CFG, "words": words, "unknown_fraction": 0.9}, balance=False)
