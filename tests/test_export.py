@@ -210,7 +210,7 @@ def test_running_normalisation_exports_with_builtins_and_starts_from_its_constan
     from models import build_from_config
     from models.logmel import LogMel, norm_start
     from pipeline.export.convert import convert, convert_int8, saved_model
-    from pipeline.export.export import FILES, _describe, fixed_batch_twin, stream_calibration
+    from pipeline.export.export import FILES, describe, fixed_batch_twin, stream_calibration
     from pipeline.runtime.model import ClipModel, StreamingModel
     from pipeline.runtime.params import FrontEnd
 
@@ -228,7 +228,7 @@ def test_running_normalisation_exports_with_builtins_and_starts_from_its_constan
         """(SavedModel, manifest entry as written) of the exporter's twin for a file."""
         spec = specs[name]
         twin = fixed_batch_twin(model, cfg, fe, 3, spec.kind, batch, matmul_fft=spec.matmul_fft)
-        entry = json.loads(json.dumps(_describe(spec, batch, twin, fe, {})))
+        entry = json.loads(json.dumps(describe(spec, batch, twin, fe, {})))
         return saved_model(twin, list(twin.output_names), tmp_path / name), entry
 
     # convert() raises on any op outside the TFLite builtins

@@ -112,17 +112,16 @@ def probs_track(segments: list[tuple[str, float, float]], hop: float = 0.02) -> 
     return np.stack(rows)
 
 
+def yes_then_no(confidence: float) -> np.ndarray:
+    """Silence, "yes", silence, "no", silence: 3.3 s of hops at that confidence."""
+    words = [("yes", 0.4, confidence), ("no", 0.4, confidence)]
+    return probs_track([("_silence_", 1.0, 0.9), words[0], ("_silence_", 1.0, 0.9), words[1],
+                        ("_silence_", 0.5, 0.9)])  # fmt: skip
+
+
 def test_detector_reports_each_word_once_at_its_time():
     detector = CommandDetector(LABELS, 0.02, average_window_s=0.2, threshold=0.6, suppression_s=0.5)
-    track = probs_track(
-        [
-            ("_silence_", 1.0, 0.9),
-            ("yes", 0.4, 0.95),
-            ("_silence_", 1.0, 0.9),
-            ("no", 0.4, 0.95),
-            ("_silence_", 0.5, 0.9),
-        ]
-    )
+    track = yes_then_no(0.95)
     events = detector.process(track)
     assert [e.label for e in events] == ["yes", "no"]
     assert 1.0 < events[0].time_s < 1.2 and 2.4 < events[1].time_s < 2.6
@@ -250,15 +249,7 @@ def test_k_of_n_turns_down_a_one_hop_spike_the_average_lets_through():
 
 
 def test_a_class_threshold_silences_that_class_only():
-    track = probs_track(
-        [
-            ("_silence_", 1.0, 0.9),
-            ("yes", 0.4, 0.8),
-            ("_silence_", 1.0, 0.9),
-            ("no", 0.4, 0.8),
-            ("_silence_", 0.5, 0.9),
-        ]
-    )
+    track = yes_then_no(0.8)
     assert _events(CommandDetector(LABELS, 0.02, threshold=0.6), track) == ["yes", "no"]
     strict_yes = CommandDetector(LABELS, 0.02, threshold=0.6, class_thresholds={"yes": 0.9})
     assert _events(strict_yes, track) == ["no"]

@@ -75,19 +75,7 @@ def test_score_prefers_the_right_label_when_two_detections_compete():
 
 def test_make_and_score_stream_scripts(demo_data, tmp_path):
     wav = tmp_path / "stream.wav"
-    _run(
-        "make_stream.py",
-        "--clips",
-        str(demo_data),
-        "--split",
-        "train",
-        "--noise",
-        str(demo_data / "_background_noise_"),
-        "--minutes",
-        "0.5",
-        "--out",
-        str(wav),
-    )
+    _demo_stream(demo_data, wav, "train", 0.5)
     truths = read_truth(tmp_path / "stream_truth.csv")
     assert sf.info(wav).duration == 30.0 and len(truths) == 10
     # A transcription that found exactly the spoken commands scores 100%.
@@ -182,6 +170,13 @@ def test_pick_threshold_takes_the_most_matches_within_the_target():
     assert pick_threshold(rows[:1], 2.0) is None
 
 
+def _demo_stream(demo_data: Path, wav: Path, split: str, minutes: float, *options: str) -> None:
+    """A test stream of the demo clips of one split over the demo's background noise."""
+    noise = str(demo_data / "_background_noise_")
+    _run("make_stream.py", *options, "--clips", str(demo_data), "--split", split,
+         "--noise", noise, "--minutes", str(minutes), "--out", str(wav))  # fmt: skip
+
+
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     r = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *args],
@@ -198,19 +193,7 @@ def test_sweep_scores_each_threshold_as_a_transcription_does(demo_data, tiny_exp
     """One model pass, many thresholds: each row equals transcribing the stream at that
     threshold and scoring the result. The barely trained test model needs low ones."""
     wav = tmp_path / "stream.wav"
-    _run(
-        "make_stream.py",
-        "--clips",
-        str(demo_data),
-        "--split",
-        "train",
-        "--noise",
-        str(demo_data / "_background_noise_"),
-        "--minutes",
-        "1",
-        "--out",
-        str(wav),
-    )
+    _demo_stream(demo_data, wav, "train", 1)
     truth = tmp_path / "stream_truth.csv"
     thresholds = ["0.08", "0.1", "0.12", "0.15", "0.2", "0.9"]
     r = _run(
@@ -265,20 +248,7 @@ def test_sweep_scores_each_threshold_as_a_transcription_does(demo_data, tiny_exp
 
 def test_sweep_on_a_negative_stream_reports_false_accepts_only(demo_data, tiny_export, tmp_path):
     wav = tmp_path / "negative.wav"
-    _run(
-        "make_stream.py",
-        "--negative",
-        "--clips",
-        str(demo_data),
-        "--split",
-        "train",
-        "--noise",
-        str(demo_data / "_background_noise_"),
-        "--minutes",
-        "0.5",
-        "--out",
-        str(wav),
-    )
+    _demo_stream(demo_data, wav, "train", 0.5, "--negative")
     out = tmp_path / "sweep"
     r = _run(
         "score_stream.py",
@@ -311,10 +281,7 @@ def test_sweep_writes_the_operating_point_that_transcribe_and_listen_use(
     shutil.copytree(pretrained, export)
     bundled = (pretrained / "manifest.json").read_text()
     wav, truth = tmp_path / "val.wav", tmp_path / "val_truth.csv"
-    noise = demo_data / "_background_noise_"
-    # speakers the bundled model never heard
-    _run("make_stream.py", "--clips", str(demo_data), "--split", "test", "--noise", str(noise),
-         "--minutes", "1", "--out", str(wav))  # fmt: skip
+    _demo_stream(demo_data, wav, "test", 1)  # speakers the bundled model never heard
 
     def sweep(*options: str) -> tuple[dict, list[dict]]:
         """The picked row and every row of a sweep that writes its pick to the manifest."""

@@ -253,9 +253,8 @@ def load_dataset(
                 raise ValueError(f"{folder}: folder is not one of the model's labels")
             ds.splits[split_of[f]].append((str(f), index[folder.name]))
         if background:
-            share = data_cfg["silence_fraction"]
             for examples in ds.splits.values():
-                examples += [("", 0)] * math.ceil(len(examples) * share / (1 - share))
+                examples += [("", 0)] * background_count(len(examples), data_cfg)
         return ds
 
     ds = Dataset(labels or [SILENCE, UNKNOWN, *words], layout, {}, noise, speakers, rule, rate)
@@ -282,6 +281,13 @@ def load_dataset(
             known[split] + pool[: extra[UNKNOWN]] + [("", index[SILENCE])] * n_silence
         )
     return ds
+
+
+def background_count(n_spoken: int, data_cfg: dict) -> int:
+    """How many generated _silence_ examples go with n_spoken takes of a folder-per-label
+    set, so they are data.silence_fraction of the whole."""
+    share = data_cfg["silence_fraction"]
+    return math.ceil(n_spoken * share / (1 - share))
 
 
 def extra_counts(n_known: int, data_cfg: dict) -> dict[str, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ from dataclasses import replace
 from hashlib import sha1
 from pathlib import Path
 
-from pipeline.data.folders import SILENCE, UNKNOWN, Dataset
+from pipeline.data.folders import SILENCE, UNKNOWN, Dataset, background_count
 from pipeline.runtime.files import atomic_write_text
 from pipeline.synthetic.synthesize import (
     AUX_WORDS,
@@ -229,9 +228,8 @@ def add_synthetic(ds: Dataset, data_cfg: dict, seed: int, verbose: bool = True) 
         )
         log(f"synthetic: {amount}, cached in {cache_root(synthetic)} ({how})")
     if SILENCE in labels:  # generated _silence_ keeps its share of the grown split
-        share = data_cfg["silence_fraction"]
         silence = labels.index(SILENCE)
         spoken_takes = sum(1 for p, i in train if p or i != silence)
-        missing = math.ceil(spoken_takes * share / (1 - share)) - (len(train) - spoken_takes)
+        missing = background_count(spoken_takes, data_cfg) - (len(train) - spoken_takes)
         train += [("", silence)] * max(0, missing)
     return replace(ds, labels=labels, splits={**ds.splits, "train": train})

@@ -29,6 +29,7 @@ from pipeline.export.convert import (
 )
 from pipeline.runtime.files import atomic_write_bytes, atomic_write_text
 from pipeline.runtime.model import MANIFEST, SIGNATURE, ClipModel, StreamingModel
+from pipeline.runtime.params import FrontEnd
 
 FLOAT_TOLERANCE = 1e-4  # max |p_tflite - p_keras| for the float clip models
 FLOAT_AGREEMENT = 0.999  # share of clips with the same top-1 as Keras
@@ -260,24 +261,13 @@ def export(
         "log_mel_max_diff": float(f"{spectrum_diff:.3g}"),
     }
 
-    manifest: dict[str, Any] = {
-        "format": 1,
-        "run": str(run_dir),
-        "sample_rate": fe.sample_rate,
-        "clip_samples": fe.clip_samples,
-        "hop_samples": fe.step_samples,
-        "hop_seconds": fe.step_samples / fe.sample_rate,
-        "front_end": fe.to_dict(),
-        "labels": labels,
-        "signature": SIGNATURE,
-        "calibration": {"source": source_name, "split": cal_split, "clips": len(cal_x)},
-        "check": {
-            "source": source_name,
-            "split": eval_split,
-            "clips": len(x),
-            "keras_accuracy": round(keras_accuracy, 5),
-        },
-        "files": {},
+    manifest = manifest_header(run_dir, fe, labels)
+    manifest["calibration"] = {"source": source_name, "split": cal_split, "clips": len(cal_x)}
+    manifest["check"] = {
+        "source": source_name,
+        "split": eval_split,
+        "clips": len(x),
+        "keras_accuracy": round(keras_accuracy, 5),
     }
     written: dict[str, bytes] = {}
     runtimes: dict[str, StreamingModel] = {}  # float streaming files, by name
@@ -311,13 +301,13 @@ def export(
             else:
                 content = convert_int8(saved, name, {"audio": cal_x[:, None]}, spec.per_channel)
 
-            entry = _describe(spec, batch, twin, fe, spectrum)
+            entry = describe(spec, batch, twin, fe, spectrum)
             if spec.kind == "clip":
                 probs = ClipModel.from_bytes(content, manifest, entry).predict(x)
             else:
                 runtimes[name] = StreamingModel.from_bytes(content, manifest, entry)
                 probs = runtimes[name].classify(x)
-            agree = _check(spec, probs, keras_probs, results)
+            agree = check_file(spec, probs, keras_probs, results)
 
             inputs, outputs = tensor_info(content)
             entry.update(
@@ -348,7 +338,23 @@ def export(
     return manifest
 
 
-def _describe(spec: FileSpec, batch: int, twin, fe, spectrum: dict) -> dict:
+def manifest_header(run_dir: Path, fe: FrontEnd, labels: list[str]) -> dict[str, Any]:
+    """What every manifest says before its files: the run, the front end and the labels."""
+    return {
+        "format": 1,
+        "run": str(run_dir),
+        "sample_rate": fe.sample_rate,
+        "clip_samples": fe.clip_samples,
+        "hop_samples": fe.step_samples,
+        "hop_seconds": fe.step_samples / fe.sample_rate,
+        "front_end": fe.to_dict(),
+        "labels": labels,
+        "signature": SIGNATURE,
+        "files": {},
+    }
+
+
+def describe(spec: FileSpec, batch: int, twin, fe, spectrum: dict) -> dict:
     """The manifest entry of a file before it is run: what it is and, if streaming, its
     states."""
     from models.layers import initial_state
@@ -374,7 +380,7 @@ def _describe(spec: FileSpec, batch: int, twin, fe, spectrum: dict) -> dict:
     return entry
 
 
-def _check(
+def check_file(
     spec: FileSpec, probs: np.ndarray, keras_probs: np.ndarray, results: dict[str, np.ndarray]
 ) -> dict:
     """Raises unless probs pass the spec's checks; returns their agreement with Keras."""

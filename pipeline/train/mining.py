@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -31,7 +30,7 @@ from pipeline.runtime.detector import CommandDetector, Detection, detector_for
 from pipeline.runtime.errors import AudioError, one_line
 from pipeline.runtime.files import atomic_write, atomic_write_bytes, atomic_write_text
 from pipeline.runtime.labels import UNKNOWN
-from pipeline.runtime.model import MANIFEST, SIGNATURE, StreamingModel
+from pipeline.runtime.model import MANIFEST, StreamingModel
 from pipeline.runtime.params import load_model_info
 from pipeline.runtime.recognizer import TFLiteRecognizer
 from pipeline.runtime.streams import build_stream
@@ -74,11 +73,12 @@ def export_stream(run_dir: Path, out: Path) -> Path:
     from pipeline.export.convert import convert, saved_model
     from pipeline.export.export import (
         FILES,
-        _check,
-        _describe,
+        check_file,
         clips,
         data_source,
+        describe,
         fixed_batch_twin,
+        manifest_header,
     )
     from pipeline.train.runs import load_run, run_config
 
@@ -88,25 +88,14 @@ def export_stream(run_dir: Path, out: Path) -> Path:
     twin = fixed_batch_twin(model, cfg, fe, len(labels), spec.kind, 1)
     with tempfile.TemporaryDirectory() as tmp:
         content = convert(saved_model(twin, list(twin.output_names), Path(tmp)), spec.name)
-    manifest: dict[str, Any] = {
-        "format": 1,
-        "run": str(run_dir),
-        "sample_rate": fe.sample_rate,
-        "clip_samples": fe.clip_samples,
-        "hop_samples": fe.step_samples,
-        "hop_seconds": fe.step_samples / fe.sample_rate,
-        "front_end": fe.to_dict(),
-        "labels": labels,
-        "signature": SIGNATURE,
-        "files": {},
-    }
-    entry = _describe(spec, 1, twin, fe, {})
+    manifest = manifest_header(run_dir, fe, labels)
+    entry = describe(spec, 1, twin, fe, {})
     source = open_source(data_source(cfg, None, run_dir), cfg["data"], fe, cfg["seed"], labels)
     x, _, _ = clips(
         source, fe, cfg, labels, ("validation", "test", "train"), CHECK_CLIPS, cfg["seed"]
     )
     probs = StreamingModel.from_bytes(content, manifest, entry).classify(x)
-    _check(spec, probs, model.predict(x, batch_size=64, verbose=0), {})
+    check_file(spec, probs, model.predict(x, batch_size=64, verbose=0), {})
     manifest["files"][spec.name] = entry
     atomic_write_bytes(path, content)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
