@@ -363,3 +363,34 @@ def test_sweep_writes_the_operating_point_that_transcribe_and_listen_use(
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 2 and "--write-manifest needs --model" in r.stderr
+
+
+def test_benchmark_stream_reports_validation_chosen_points_on_test_streams(
+    demo_data, tiny_export, tmp_path
+):
+    args = [f"tiny={tiny_export}", "--dev", str(demo_data), "--test", str(demo_data)]
+    args += ["--out", str(tmp_path), "--scale", "0.02", "--targets", "2", "1000"]
+    _run("benchmark_stream.py", *args)
+    out = tmp_path / "scale0.02"
+    [result] = json.loads((out / "results.json").read_text())
+    assert 0 <= result["clip_float"] <= 1 and 0 <= result["clip_int8"] <= 1
+    sweeps = {}
+    for stream in ("val15", "neg30_val", "test30", "neg60_test", "test30_int8"):
+        with open(out / "tiny" / stream / "sweep.csv") as f:
+            sweeps[stream] = {float(r["threshold"]): r for r in csv.DictReader(f)}
+    # 1000 FA/h allows every threshold: the pick is the most matched on validation, and the
+    # test columns are the test sweeps' rows at that threshold
+    point = result["operating_points"][1]
+    t = point["threshold"]
+    best = max(float(r["matched_pct"]) for r in sweeps["val15"].values())
+    assert point["validation_matched_pct"] == best
+    assert point["test_matched_pct"] == float(sweeps["test30"][t]["matched_pct"])
+    assert point["test_negative_fa_per_hour"] == float(
+        sweeps["neg60_test"][t]["false_accepts_per_hour"]
+    )
+    assert len(result["int8_readings"]) == 2
+    assert (out / "det.png").stat().st_size > 0 and "tiny" in (out / "results.md").read_text()
+    # a second run reads the streams and sweeps back
+    stamp = (out / "streams" / "test30.wav").stat().st_mtime_ns
+    _run("benchmark_stream.py", *args)
+    assert (out / "streams" / "test30.wav").stat().st_mtime_ns == stamp
