@@ -178,8 +178,9 @@ def markdown(results: list[dict], targets: list[float]) -> str:
     if any(r.get("int8_readings") for r in results):
         lines += [
             "",
-            "stream_int8 hop by hop, read off the test DET curve (test commands matched at the "
-            "lowest false-accept rate on the negative test hour):",
+            "stream_int8 hop by hop, read off the test DET curve: the most test-stream commands "
+            "matched at a threshold with at most that many false accepts per hour on the "
+            "negative test hour (chosen on test: a reading of the curve, not an operating point):",
             "",
             "| model | "
             + " | ".join(f"matched at <= {fa:g} FA/h (threshold)" for fa in READINGS)

@@ -423,6 +423,12 @@ def train(
     fe = FrontEnd.from_dict(cfg["front_end"])
     if verbose and workers.chief:
         print("\n".join(decisions))
+        if t["windows"] and not init:
+            print(
+                "note: stream-native training from random weights; starting from a "
+                "clip-trained run (train.init_from=RUN) keeps its clip accuracy "
+                "(docs/streaming.md)"
+            )
     labels = data.labels
     if workers.chief:
         run_dir.mkdir(parents=True, exist_ok=True)
