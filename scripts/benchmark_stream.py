@@ -11,7 +11,7 @@ their other words alone, 30 minutes of the test speakers' words and 60 of their 
 words alone), then for every model: its clip accuracy on --test (model_float and
 stream_int8), a threshold sweep on each stream (stream_batch_float, the same probabilities
 as stream_float) and, unless --no-int8, the test streams again through stream_int8.tflite
-hop by hop, as the phone runs it. A sweep already on disk is read back, not redone.
+hop by hop, as the phone runs it. A sweep or clip score already on disk is read back, not redone.
 
 Operating point "<= N FA/h": the threshold with the most matched commands on the validation
 stream among those with at most N false accepts per hour on the validation negative stream
@@ -148,10 +148,15 @@ def reading(test: dict[float, dict], negative: dict[float, dict], fa: float) -> 
     }
 
 
-def clip_accuracy(model: Path, data: Path) -> float:
+def clip_accuracy(model: Path, data: Path, out: Path) -> float:
+    """Accuracy on the test clips (read back from out when on disk)."""
+    from pipeline.runtime.files import atomic_write_text
     from pipeline.train.evaluate import evaluate
 
+    if out.exists():
+        return json.loads(out.read_text())["accuracy"]
     rep, _ = evaluate(model, str(data), None, None)
+    atomic_write_text(out, json.dumps({"model": str(model), "accuracy": round(rep["accuracy"], 4)}))
     return round(rep["accuracy"], 4)
 
 
@@ -206,7 +211,7 @@ def plot_det(results: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in results:
-        points = sorted(r["det"], key=lambda p: p[0])
+        points = r["det"]  # in threshold order: a parametric curve
         ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=r["name"])
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel("false accepts per hour (test stream + negative test hour)")
@@ -251,8 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "name": name,
             "export": str(export),
-            "clip_float": clip_accuracy(export / "model_float.tflite", test),
-            "clip_int8": clip_accuracy(export / "stream_int8.tflite", test),
+            **{
+                f"clip_{kind}": clip_accuracy(
+                    export / f"{file}.tflite", test, out / name / f"clip_{kind}.json"
+                )
+                for kind, file in (("float", "model_float"), ("int8", "stream_int8"))
+            },
             "operating_points": [operating_point(sweeps, t) for t in args.targets],
         }
         test_s, neg_s = sweeps[TEST], sweeps[TEST_NEGATIVE]
