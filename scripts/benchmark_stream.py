@@ -82,7 +82,7 @@ def export_dir(path: Path) -> Path:
     return path / "export"
 
 
-def swept(model_path: Path, stream: Path, out: Path) -> dict[float, dict]:
+def swept(model_path: Path, stream: Path, out: Path) -> dict[float, dict[str, float]]:
     """The sweep of one model over one stream, by threshold (read back when on disk)."""
     table = out / "sweep.csv"
     if not table.exists():
@@ -97,15 +97,8 @@ def swept(model_path: Path, stream: Path, out: Path) -> dict[float, dict]:
             raise SystemExit(f"error: sweep of {model_path} on {stream} failed")
     with open(table) as f:
         return {
-            float(r["threshold"]): {k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)
+            float(r["threshold"]): {k: float(v) for k, v in r.items()} for r in csv.DictReader(f)
         }
-
-
-def _number(v: str) -> float | str:
-    try:
-        return float(v)
-    except ValueError:
-        return v
 
 
 def operating_point(sweeps: dict[str, dict[float, dict]], target: float) -> dict | None:
@@ -156,8 +149,9 @@ def clip_accuracy(model: Path, data: Path, out: Path) -> float:
     if out.exists():
         return json.loads(out.read_text())["accuracy"]
     rep, _ = evaluate(model, str(data), None, None)
-    atomic_write_text(out, json.dumps({"model": str(model), "accuracy": round(rep["accuracy"], 4)}))
-    return round(rep["accuracy"], 4)
+    accuracy = round(rep["accuracy"], 4)
+    atomic_write_text(out, json.dumps({"model": str(model), "accuracy": accuracy}))
+    return accuracy
 
 
 def markdown(results: list[dict], targets: list[float]) -> str:
